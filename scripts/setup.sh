@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Idempotent setup: system packages (when apt can reach its registry), a Python with torch for LibTorch
+# and the cross-checks, then configure and build into build/. After it the binary is build/deepthin.
+#
+#   scripts/setup.sh            # everything
+#   DEEPTHIN_BUILD_TYPE=Debug scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# 1. System packages. Missing ones are installed when we are root (or have sudo) and apt reaches its
+#    registry; otherwise we say what is missing and let CMake report precisely what it cannot find.
+APT_PKGS=(cmake ninja-build ccache g++ pkg-config libyaml-cpp-dev libspdlog-dev libgtest-dev
+          libsentencepiece-dev sentencepiece clang-format)
+missing=()
+if command -v dpkg >/dev/null; then
+  for p in "${APT_PKGS[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+fi
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
+  if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; } &&
+     timeout 120 $SUDO apt-get update -qq >/dev/null 2>&1; then
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      log "apt-get could not install all of: ${missing[*]} (continuing; CMake will say what is missing)"
+  else
+    log "apt registry unreachable; not installing: ${missing[*]}"
+  fi
+fi
+
+# 2. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
+#    machine); else create .venv with the CPU wheel of torch 2.13.0 and the cross-check packages.
+have_py() { "$1" -c 'import torch, transformers, safetensors, numpy' >/dev/null 2>&1; }
+if [ -x .venv/bin/python ] && have_py .venv/bin/python; then
+  PY=$ROOT/.venv/bin/python
+elif command -v python3 >/dev/null && python3 -c 'import torch' >/dev/null 2>&1; then
+  PY=$(command -v python3)
+  have_py "$PY" || log "warning: $PY lacks transformers/safetensors/numpy; the cross-check tests will fail"
+else
+  log "creating .venv with torch==2.13.0, transformers, safetensors, numpy"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install -q --disable-pip-version-check transformers safetensors numpy
+  PY=$ROOT/.venv/bin/python
+fi
+log "python: $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
+
+# 3. Configure and build.
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GEN[1]:-Unix Makefiles}$" build/CMakeCache.txt; then
+  rm -rf build  # generator changed
+fi
+JOBS=${DEEPTHIN_JOBS:-$(nproc)}
+cmake -S . -B build "${GEN[@]}" -DDEEPTHIN_PYTHON="$PY" \
+  -DCMAKE_BUILD_TYPE="${DEEPTHIN_BUILD_TYPE:-RelWithDebInfo}" ${DEEPTHIN_CMAKE_ARGS:-} >/dev/null
+log "building with $JOBS jobs"
+cmake --build build -j "$JOBS"
+log "ready: build/deepthin"

@@ -1,0 +1,16 @@
+// One function per subcommand; each parses its own arguments and returns the exit status.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace deepthin::cli {
+
+using Argv = std::vector<std::string>;
+
+int run_config(const Argv& argv);
+int run_params(const Argv& argv);
+int run_init(const Argv& argv);
+int run_score(const Argv& argv);
+
+}  // namespace deepthin::cli

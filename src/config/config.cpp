@@ -1,0 +1,59 @@
+#include "config/config.h"
+
+#include "util/error.h"
+
+namespace deepthin::config {
+
+void Config::visit(Visitor& v) {
+  v.section("model", model, "Decoder shape");
+}
+
+void Config::check(const Checker& c) const {
+  (void)c;
+}
+
+namespace {
+Config from_tree(Node tree, const std::vector<std::string>& sets) {
+  if (tree.kind != Node::Kind::map)
+    fail_input(tree.source.str() + ": a config must be a mapping of sections, got " +
+               tree.describe());
+  for (const auto& s : sets) apply_set(tree, s);
+  Config c;
+  read_section(c, tree);
+  return c;
+}
+}  // namespace
+
+Config load_config(const std::filesystem::path& path, const std::vector<std::string>& sets) {
+  return from_tree(load_tree(path), sets);
+}
+
+Config parse_config(const std::string& text, const std::string& where,
+                    const std::vector<std::string>& sets) {
+  Node tree = parse_yaml(text, where);
+  if (tree.kind == Node::Kind::null) tree.kind = Node::Kind::map;
+  return from_tree(std::move(tree), sets);
+}
+
+Config validated(const Config& c, const std::string& where) {
+  Node tree = parse_yaml(to_yaml(c), where);
+  auto stamp = [&](auto& self, Node& n) -> void {
+    n.source = Source{where, 0, 0};
+    for (auto& item : n.items) self(self, item);
+    for (auto& [k, v] : n.entries) self(self, v);
+  };
+  stamp(stamp, tree);
+  return from_tree(std::move(tree), {});
+}
+
+std::string to_yaml(const Config& c) {
+  Config copy = c;
+  return write_section(copy);
+}
+
+std::string reference_markdown() {
+  Config c;
+  return reference_table(c);
+}
+
+}  // namespace deepthin::config

@@ -1,0 +1,105 @@
+#include "util/fs.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace deepthin {
+
+std::string read_file(const fs::path& path, std::string_view what) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail_input(std::string(what) + " not found: " + path.string());
+  if (fs::is_directory(path, ec))
+    fail_input(std::string(what) + " is a directory, expected a file: " + path.string());
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    fail_input("cannot read " + std::string(what) + " " + path.string() + ": " +
+               std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void fsync_path(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;  // best effort for directories on filesystems that refuse it
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail_runtime("cannot write " + tmp.string() + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string err = std::strerror(errno);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail_runtime("cannot write " + tmp.string() + ": " + err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    std::string err = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    fail_runtime("cannot flush " + tmp.string() + ": " + err);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    fail_runtime("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
+  }
+  fsync_path(path.has_parent_path() ? path.parent_path() : fs::path("."));
+}
+
+AtomicDir::AtomicDir(fs::path final_path) : final_(std::move(final_path)) {
+  if (final_.filename().empty()) final_ = final_.parent_path();
+  tmp_ = final_;
+  tmp_ += ".tmp." + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);
+  if (final_.has_parent_path()) fs::create_directories(final_.parent_path(), ec);
+  fs::create_directories(tmp_, ec);
+  if (ec) fail_runtime("cannot create directory " + tmp_.string() + ": " + ec.message());
+}
+
+AtomicDir::~AtomicDir() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+}
+
+void AtomicDir::commit() {
+  for (const auto& entry : fs::directory_iterator(tmp_))
+    if (entry.is_regular_file()) fsync_path(entry.path());
+  fsync_path(tmp_);
+  std::error_code ec;
+  fs::path old = final_;
+  old += ".old." + std::to_string(::getpid());
+  bool had_old = fs::exists(final_, ec);
+  if (had_old) {
+    fs::rename(final_, old, ec);
+    if (ec) fail_runtime("cannot move aside " + final_.string() + ": " + ec.message());
+  }
+  fs::rename(tmp_, final_, ec);
+  if (ec)
+    fail_runtime("cannot rename " + tmp_.string() + " to " + final_.string() + ": " + ec.message());
+  committed_ = true;
+  if (had_old) fs::remove_all(old, ec);
+  fsync_path(final_.has_parent_path() ? final_.parent_path() : fs::path("."));
+}
+
+}  // namespace deepthin

@@ -1,0 +1,42 @@
+// File helpers: whole-file reads and crash-safe writes.
+//
+// Anything deepthin writes that another run will read (weights, configs, manifests, checkpoints)
+// goes through write_file_atomic or AtomicDir: the data lands under a temporary name, is fsynced,
+// and only then renamed into place, so a crash never leaves a file that looks complete but is not.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace deepthin {
+
+namespace fs = std::filesystem;
+
+// The whole file; an input error naming the path when it cannot be read.
+std::string read_file(const fs::path& path, std::string_view what = "file");
+// Writes `data` to path.tmp.<pid>, fsyncs it, renames it over `path`, and fsyncs the directory.
+void write_file_atomic(const fs::path& path, std::string_view data);
+void fsync_path(const fs::path& path);
+
+// A directory built under a temporary sibling name and renamed into place by commit(). If commit()
+// is never reached (an exception, a crash), the destructor removes the temporary directory; a
+// directory already at the destination is replaced only at commit time.
+class AtomicDir {
+ public:
+  explicit AtomicDir(fs::path final_path);
+  ~AtomicDir();
+  AtomicDir(const AtomicDir&) = delete;
+  AtomicDir& operator=(const AtomicDir&) = delete;
+
+  const fs::path& path() const { return tmp_; }  // write files here
+  const fs::path& final_path() const { return final_; }
+  void commit();
+
+ private:
+  fs::path final_;
+  fs::path tmp_;
+  bool committed_ = false;
+};
+
+}  // namespace deepthin

@@ -1,0 +1,97 @@
+// The CLI end to end: params, init, score.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "util/json.h"
+
+using namespace deepthin;
+using namespace deepthin::test;
+
+TEST(ParamsCli, PresetTotalsAreThePapers) {
+  struct P {
+    const char* name;
+    int64_t total;
+    int64_t eff;
+  };
+  for (const P& p : {P{"mobilellm-125m", 124635456, 30}, P{"mobilellm-350m", 345355200, 32},
+                     P{"mobilellm-600m", 603188352, 40}, P{"mobilellm-1b", 1005461760, 54},
+                     P{"mobilellm-1.5b", 1511188800, 54}, P{"mobilellm-125m-ls", 124635456, 60},
+                     P{"mobilellm-350m-ls", 345355200, 64}}) {
+    auto r = run_cli("params " + preset(p.name).string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.err;
+    auto j = Json::parse(r.out);
+    EXPECT_EQ(j.find("total")->as_int(), p.total) << p.name;
+    EXPECT_EQ(j.find("effective_layers")->as_int(), p.eff) << p.name;
+    for (const char* k : {"embedding", "non_embedding", "flops_per_token"})
+      EXPECT_TRUE(j.contains(k)) << k;
+    EXPECT_EQ(j.find("embedding")->as_int() + j.find("non_embedding")->as_int(), p.total);
+  }
+}
+
+TEST(InitCli, WritesModelConfigAndResolvedYaml) {
+  TempDir tmp;
+  auto cfg = write_text(tmp / "tiny.yaml",
+                        "model: {vocab_size: 64, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, "
+                        "layer_sharing: {scheme: immediate, repeats: 2}}\n");
+  auto r = run_cli("init " + cfg.string() + " --out " + (tmp / "m").string() + " --seed 3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* f : {"model.safetensors", "config.json", "deepthin.yaml"})
+    EXPECT_TRUE(fs::exists(tmp / "m" / f)) << f;
+  EXPECT_NE(read_text(tmp / "m" / "deepthin.yaml").find("scheme: immediate"), std::string::npos);
+  // No temporary directory is left behind.
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(tmp.path())) ++entries;
+  EXPECT_EQ(entries, 2);
+
+  auto again = run_cli("init " + cfg.string() + " --out " + (tmp / "m").string());
+  EXPECT_EQ(again.status, 2);
+  EXPECT_NE(again.err.find("already exists; pass --force"), std::string::npos) << again.err;
+  EXPECT_EQ(run_cli("init " + cfg.string() + " --out " + (tmp / "m").string() + " --force").status,
+            0);
+}
+
+TEST(ScoreCli, ScoresAndSumsLogProbs) {
+  TempDir tmp;
+  auto cfg =
+      write_text(tmp / "tiny.yaml",
+                 "model: {vocab_size: 64, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2}\n");
+  ASSERT_EQ(run_cli("init " + cfg.string() + " --out " + (tmp / "m").string()).status, 0);
+  write_text(tmp / "t.txt", "1 2 3 4\n\n5 6 7 8 9 10\n");
+  auto r = run_cli("score " + (tmp / "m").string() + " --tokens " + (tmp / "t.txt").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto seqs = Json::parse(r.out).find("sequences")->as_array();
+  ASSERT_EQ(seqs.size(), 2u);
+  EXPECT_EQ(seqs[0].find("logprobs")->size(), 3u);
+  EXPECT_EQ(seqs[1].find("logprobs")->size(), 5u);
+  double sum = 0;
+  for (const auto& v : seqs[1].find("logprobs")->as_array()) {
+    EXPECT_LT(v.as_double(), 0.0);
+    sum += v.as_double();
+  }
+  EXPECT_NEAR(seqs[1].find("sum")->as_double(), sum, 1e-9);
+}
+
+TEST(ScoreCli, BadTokenFilesExitTwoWithLine) {
+  TempDir tmp;
+  auto cfg = write_text(
+      tmp / "tiny.yaml",
+      "model: {vocab_size: 64, dim: 32, n_layers: 1, n_heads: 4, n_kv_heads: 2, max_seq_len: 8}\n");
+  ASSERT_EQ(run_cli("init " + cfg.string() + " --out " + (tmp / "m").string()).status, 0);
+  struct C {
+    const char* text;
+    const char* expect;
+  };
+  for (const C& c : {C{"1 2\n3 64\n", "t.txt:2: token id 64 is outside the vocabulary [0, 64)"},
+                     C{"1 2 x\n", "t.txt:1: 'x' is not a token id"},
+                     C{"7\n", "t.txt:1: a sequence needs at least 2 tokens"},
+                     C{"1 2 3 4 5 6 7 8 9\n", "t.txt:1: 9 tokens exceed model.max_seq_len 8"},
+                     C{"\n\n", "no token sequences found"}}) {
+    write_text(tmp / "t.txt", c.text);
+    auto r = run_cli("score " + (tmp / "m").string() + " --tokens " + (tmp / "t.txt").string());
+    EXPECT_EQ(r.status, 2) << c.text;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+  }
+  auto r = run_cli("score " + (tmp / "nowhere").string() + " --tokens " + (tmp / "t.txt").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("model directory not found"), std::string::npos) << r.err;
+}

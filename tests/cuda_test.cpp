@@ -1,0 +1,46 @@
+// GPU checks: run on the GPU machine (scripts/gpu_check.sh); skipped where torch has no CUDA
+// device.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+
+#include "config/config.h"
+#include "model/decoder.h"
+#include "test_util.h"
+#include "train/precision.h"
+
+using namespace deepthin;
+
+// A bf16-autocast CUDA forward of MobileLLM-125M agrees with the fp32 CPU forward within bf16
+// rounding.
+TEST(Cuda, Bf16ForwardOf125MMatchesFp32Cpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto cfg = config::load_config(test::preset("mobilellm-125m")).model;
+  model::Decoder m(cfg);
+  m->reset_parameters(0);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  auto tokens = torch::randint(cfg.vocab_size, {2, 512}, gen, torch::kInt64);
+
+  auto ref = torch::log_softmax(m->forward(tokens), -1);
+  m->to(torch::kCUDA);
+  torch::Tensor got;
+  {
+    train::AutocastScope autocast(torch::Device(torch::kCUDA), train::Precision::bf16);
+    auto logits = m->forward(tokens.to(torch::kCUDA));
+    EXPECT_EQ(logits.scalar_type(), torch::kBFloat16);  // the head ran in bf16
+    got = torch::log_softmax(logits.to(torch::kFloat32), -1).cpu();
+  }
+  double rel = ((got - ref).norm() / ref.norm()).item<double>();
+  double max_abs = (got - ref).abs().max().item<double>();
+  auto nll_ref = -ref.narrow(1, 0, 511).gather(-1, tokens.narrow(1, 1, 511).unsqueeze(-1)).mean();
+  auto nll_got = -got.narrow(1, 0, 511).gather(-1, tokens.narrow(1, 1, 511).unsqueeze(-1)).mean();
+  std::printf(
+      "125M bf16 CUDA vs fp32 CPU log-probs: rel %.3e, max |d| %.3e, mean NLL %.6f vs %.6f\n", rel,
+      max_abs, nll_got.item<double>(), nll_ref.item<double>());
+  EXPECT_LT(rel, 1e-2);  // bf16 operands land between 1e-3 and 1e-2
+  EXPECT_NEAR(nll_got.item<double>(), nll_ref.item<double>(), 1e-2);
+}

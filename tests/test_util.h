@@ -1,0 +1,77 @@
+// Helpers shared by the test suites: scratch directories, files, and running the deepthin binary.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+namespace deepthin::test {
+
+namespace fs = std::filesystem;
+
+inline fs::path source_dir() {
+  return DEEPTHIN_SOURCE_DIR;
+}
+inline fs::path preset(const std::string& name) {
+  return source_dir() / "configs" / "models" / (name + ".yaml");
+}
+
+// A fresh directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() /
+            ("deepthin-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+inline fs::path write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+  return path;
+}
+
+inline std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct CliResult {
+  int status = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs build/deepthin with the given argument string (shell-quoted by the caller).
+inline CliResult run_cli(const std::string& args) {
+  TempDir tmp;
+  std::string cmd = std::string(DEEPTHIN_CLI) + " " + args + " >" + (tmp / "out").string() + " 2>" +
+                    (tmp / "err").string();
+  int rc = std::system(cmd.c_str());
+  CliResult r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = read_text(tmp / "out");
+  r.err = read_text(tmp / "err");
+  return r;
+}
+
+}  // namespace deepthin::test
