@@ -1,13 +1,14 @@
 // Helpers shared by the test suites: scratch directories, files, and running the deepthin binary.
 #pragma once
 
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 
@@ -26,10 +27,9 @@ inline fs::path preset(const std::string& name) {
 class TempDir {
  public:
   TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("deepthin-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
+    std::string pattern = (fs::temp_directory_path() / "deepthin-test-XXXXXX").string();
+    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = pattern;
   }
   ~TempDir() {
     std::error_code ec;
