@@ -12,5 +12,7 @@ int run_config(const Argv& argv);
 int run_params(const Argv& argv);
 int run_init(const Argv& argv);
 int run_score(const Argv& argv);
+int run_tokenizer(const Argv& argv);
+int run_data(const Argv& argv);
 
 }  // namespace deepthin::cli

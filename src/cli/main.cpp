@@ -26,6 +26,10 @@ const Command kCommands[] = {
      deepthin::cli::run_init},
     {"score", "Per-position next-token log-probabilities of token sequences, as JSON",
      deepthin::cli::run_score},
+    {"tokenizer", "Train a SentencePiece tokenizer; encode and decode text",
+     deepthin::cli::run_tokenizer},
+    {"data", "Prepare token shards from text, JSONL or token JSONL; inspect datasets",
+     deepthin::cli::run_data},
 };
 
 void print_usage() {

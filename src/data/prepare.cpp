@@ -1,0 +1,287 @@
+#include "data/prepare.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include "data/shard.h"
+#include "data/tokenizer.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/json.h"
+#include "util/sha256.h"
+#include "util/strings.h"
+
+namespace deepthin::data {
+
+InputFormat parse_input_format(const std::string& s) {
+  if (s == "text") return InputFormat::text;
+  if (s == "jsonl") return InputFormat::jsonl;
+  if (s == "jsonl-tokens") return InputFormat::jsonl_tokens;
+  fail_input("unknown input format '" + s + "'; expected text | jsonl | jsonl-tokens");
+}
+
+namespace {
+
+uint64_t fnv1a(const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+struct Document {
+  std::string text;             // text formats
+  std::vector<int32_t> tokens;  // filled by tokenisation, or read directly (jsonl-tokens)
+};
+
+// Accumulates one split's tokens and writes a shard whenever shard_tokens are reached.
+class SplitWriter {
+ public:
+  SplitWriter(std::filesystem::path dir, std::string split, int64_t shard_tokens, int bytes)
+      : dir_(std::move(dir)),
+        split_(std::move(split)),
+        shard_tokens_(shard_tokens),
+        bytes_(bytes) {}
+
+  void add(const std::vector<int32_t>& doc, bool frame, int32_t bos, int32_t eos) {
+    ++documents_;
+    ++docs_in_shard_;
+    if (frame) push(static_cast<uint32_t>(bos));
+    for (int32_t t : doc) push(static_cast<uint32_t>(t));
+    if (frame) push(static_cast<uint32_t>(eos));
+  }
+
+  void finish() {
+    if (!buf_.empty()) flush();
+  }
+
+  Json manifest() const {
+    Json j = Json::object();
+    j["tokens"] = total_;
+    j["documents"] = documents_;
+    j["shards"] = Json(shards_);
+    return j;
+  }
+  int64_t tokens() const { return total_; }
+  int64_t documents() const { return documents_; }
+  int shards() const { return static_cast<int>(shards_.size()); }
+
+ private:
+  void push(uint32_t t) {
+    buf_.push_back(t);
+    if (static_cast<int64_t>(buf_.size()) >= shard_tokens_) flush();
+  }
+  void flush() {
+    char name[64];
+    std::snprintf(name, sizeof name, "%s_%06zu.bin", split_.c_str(), shards_.size());
+    write_shard(dir_ / name, buf_, bytes_);
+    Json s = Json::object();
+    s["file"] = name;
+    s["tokens"] = static_cast<int64_t>(buf_.size());
+    s["documents_started"] = docs_in_shard_;
+    shards_.push_back(std::move(s));
+    total_ += static_cast<int64_t>(buf_.size());
+    buf_.clear();
+    docs_in_shard_ = 0;
+  }
+
+  std::filesystem::path dir_;
+  std::string split_;
+  int64_t shard_tokens_;
+  int bytes_;
+  std::vector<uint32_t> buf_;
+  Json::Array shards_;
+  int64_t total_ = 0, documents_ = 0, docs_in_shard_ = 0;
+};
+
+}  // namespace
+
+PrepareResult prepare_dataset(const PrepareOptions& opts,
+                              const std::function<void(const PrepareProgress&)>& progress) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  if (opts.val_fraction < 0 || opts.val_fraction >= 1)
+    fail_input("--val-fraction must be in [0, 1), got " + std::to_string(opts.val_fraction));
+  if (opts.threads < 1) fail_input("--threads must be >= 1");
+  if (opts.shard_tokens < 1024) fail_input("--shard-tokens must be >= 1024");
+  auto files = expand_inputs(opts.inputs);
+
+  std::optional<Tokenizer> tok;
+  int64_t vocab = opts.vocab_size;
+  if (!opts.tokenizer.empty()) {
+    tok = Tokenizer::load(opts.tokenizer);
+    if (vocab > 0 && vocab != tok->vocab_size())
+      fail_input("--vocab-size " + std::to_string(vocab) + " disagrees with the tokenizer's " +
+                 std::to_string(tok->vocab_size()));
+    vocab = tok->vocab_size();
+  } else if (opts.format != InputFormat::jsonl_tokens) {
+    fail_input("--tokenizer is required to prepare text or jsonl input");
+  } else if (vocab <= 0) {
+    fail_input("jsonl-tokens input needs --tokenizer or --vocab-size to check token ids");
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(opts.out, ec) && !opts.force)
+    fail_input(opts.out.string() + " already exists; pass --force to replace it");
+
+  const int bytes = vocab <= 65536 ? 2 : 4;
+  const bool frame = opts.format != InputFormat::jsonl_tokens;
+  const int32_t bos = tok ? tok->bos_id() : 1, eos = tok ? tok->eos_id() : 2;
+  if (frame && (bos < 0 || eos < 0))
+    fail_input(tok->path().string() +
+               ": the tokenizer defines no BOS or EOS id; documents cannot be framed");
+
+  AtomicDir out(opts.out);
+  SplitWriter train(out.path(), "train", opts.shard_tokens, bytes);
+  SplitWriter val(out.path(), "val", opts.shard_tokens, bytes);
+  PrepareResult result;
+  PrepareProgress prog;
+  for (const auto& f : files)
+    prog.total_bytes += static_cast<int64_t>(std::filesystem::file_size(f));
+  int64_t max_id = 0;
+  auto last_report = Clock::now();
+
+  std::vector<Document> batch;
+  size_t batch_bytes = 0;
+  auto process = [&] {
+    if (tok) {
+      // Tokenise the batch in parallel, contiguous ranges per thread; order is kept.
+      const size_t n = batch.size();
+      const int t = static_cast<int>(std::min<size_t>(opts.threads, std::max<size_t>(1, n)));
+      std::vector<std::thread> pool;
+      std::vector<std::exception_ptr> errors(t);
+      for (int k = 0; k < t; ++k) {
+        pool.emplace_back([&, k] {
+          try {
+            for (size_t i = n * k / t; i < n * (k + 1) / t; ++i)
+              if (frame) batch[i].tokens = tok->encode(batch[i].text);
+          } catch (...) {
+            errors[k] = std::current_exception();
+          }
+        });
+      }
+      for (auto& th : pool) th.join();
+      for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+    }
+    for (auto& d : batch) {
+      uint64_t h = frame ? fnv1a(d.text.data(), d.text.size())
+                         : fnv1a(d.tokens.data(), d.tokens.size() * sizeof(int32_t));
+      bool is_val = static_cast<double>(h % 1000000) < opts.val_fraction * 1e6;
+      for (int32_t id : d.tokens) max_id = std::max<int64_t>(max_id, id);
+      (is_val ? val : train).add(d.tokens, frame, bos, eos);
+      prog.tokens += static_cast<int64_t>(d.tokens.size()) + (frame ? 2 : 0);
+      ++prog.documents;
+    }
+    batch.clear();
+    batch_bytes = 0;
+    prog.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (progress && Clock::now() - last_report > std::chrono::milliseconds(500)) {
+      progress(prog);
+      last_report = Clock::now();
+    }
+  };
+  auto add_doc = [&](Document d, size_t raw_bytes) {
+    batch_bytes += raw_bytes;
+    batch.push_back(std::move(d));
+    if (batch_bytes >= (4u << 20) || batch.size() >= 4096) process();
+  };
+
+  Json::Array sources;
+  for (const auto& f : files) {
+    const int64_t fsize = static_cast<int64_t>(std::filesystem::file_size(f));
+    Json src = Json::object();
+    src["path"] = f.string();
+    src["bytes"] = fsize;
+    sources.push_back(std::move(src));
+    if (opts.format == InputFormat::text) {
+      std::string text = read_file(f, "input");
+      prog.bytes_read += fsize;
+      if (!text.empty()) add_doc(Document{std::move(text), {}}, static_cast<size_t>(fsize));
+      continue;
+    }
+    std::ifstream in(f, std::ios::binary);
+    if (!in) fail_input("cannot read input " + f.string());
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      prog.bytes_read += static_cast<int64_t>(line.size()) + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = f.string() + ":" + std::to_string(lineno);
+      Document d;
+      try {
+        Json j = Json::parse(line, where);
+        if (opts.format == InputFormat::jsonl) {
+          const Json* t = j.find(opts.text_field);
+          if (!t) fail_input(where + ": no \"" + opts.text_field + "\" field (set --text-field)");
+          d.text = t->as_string(where + ": field \"" + opts.text_field + "\"");
+          if (d.text.empty()) continue;
+        } else {
+          const Json* ids = j.find("token_ids");
+          if (!ids) fail_input(where + ": no \"token_ids\" field");
+          for (const auto& v : ids->as_array(where + ": token_ids")) {
+            int64_t id = v.as_int(where + ": token_ids");
+            if (id < 0 || id >= vocab)
+              fail_input(where + ": token id " + std::to_string(id) +
+                         " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+            d.tokens.push_back(static_cast<int32_t>(id));
+          }
+          if (d.tokens.empty()) continue;
+        }
+      } catch (const Error& e) {
+        if (!opts.skip_bad_lines || e.kind() != ErrorKind::input) throw;
+        ++result.skipped_lines;
+        continue;
+      }
+      add_doc(std::move(d), line.size());
+    }
+  }
+  process();
+  train.finish();
+  val.finish();
+  if (train.tokens() == 0) fail_input("the inputs hold no documents for the train split");
+  if (max_id >= vocab) fail_runtime("internal: token id beyond the vocabulary");
+
+  Json m = Json::object();
+  m["format"] = "deepthin-shards";
+  m["version"] = 1;
+  m["dtype"] = bytes == 2 ? "uint16" : "uint32";
+  m["vocab_size"] = vocab;
+  m["max_token_id"] = max_id;
+  m["bos_id"] = frame ? bos : -1;
+  m["eos_id"] = frame ? eos : -1;
+  m["input_format"] = opts.format == InputFormat::text    ? "text"
+                      : opts.format == InputFormat::jsonl ? "jsonl"
+                                                          : "jsonl-tokens";
+  if (tok) {
+    Json t = Json::object();
+    t["path"] = tok->path().string();
+    t["sha256"] = tok->sha256();
+    m["tokenizer"] = std::move(t);
+  }
+  m["val_fraction"] = opts.val_fraction;
+  m["sources"] = Json(std::move(sources));
+  Json splits = Json::object();
+  splits["train"] = train.manifest();
+  splits["val"] = val.manifest();
+  m["splits"] = std::move(splits);
+  if (!opts.command_line.empty()) m["command"] = opts.command_line;
+  write_file_atomic(out.path() / "manifest.json", m.dump(2) + "\n");
+  out.commit();
+
+  result.bytes_read = prog.bytes_read;
+  result.documents = prog.documents;
+  result.train_tokens = train.tokens();
+  result.val_tokens = val.tokens();
+  result.train_documents = train.documents();
+  result.val_documents = val.documents();
+  result.train_shards = train.shards();
+  result.val_shards = val.shards();
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return result;
+}
+
+}  // namespace deepthin::data

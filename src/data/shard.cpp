@@ -1,0 +1,204 @@
+#include "data/shard.h"
+
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace deepthin::data {
+
+void write_shard(const std::filesystem::path& path, const std::vector<uint32_t>& tokens,
+                 int bytes_per_token) {
+  std::string blob(kShardHeaderBytes + tokens.size() * bytes_per_token, '\0');
+  std::memcpy(blob.data(), kShardMagic, 8);
+  auto put = [&](size_t off, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) blob[off + i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  };
+  put(8, kShardVersion, 4);
+  put(12, static_cast<uint64_t>(bytes_per_token), 4);
+  put(16, tokens.size(), 8);
+  char* p = blob.data() + kShardHeaderBytes;
+  for (uint32_t t : tokens) {
+    for (int i = 0; i < bytes_per_token; ++i) *p++ = static_cast<char>((t >> (8 * i)) & 0xFF);
+  }
+  write_file_atomic(path, blob);
+}
+
+Shard::Shard(const std::filesystem::path& path) : path_(path) {
+  const std::string where = path.string();
+  fd_ = ::open(path.c_str(), O_RDONLY);
+  if (fd_ < 0) fail_input("cannot open shard " + where + ": " + std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd_, &st);
+  map_bytes_ = static_cast<size_t>(st.st_size);
+  if (map_bytes_ < 16)
+    fail_input(where + ": too short to be a token shard (" + std::to_string(map_bytes_) +
+               " bytes)");
+  map_ = ::mmap(nullptr, map_bytes_, PROT_READ, MAP_SHARED, fd_, 0);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    fail_runtime("cannot map shard " + where + ": " + std::strerror(errno));
+  }
+  ::madvise(map_, map_bytes_, MADV_RANDOM);
+  const uint8_t* b = static_cast<const uint8_t*>(map_);
+  auto get = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(b[off + i]) << (8 * i);
+    return v;
+  };
+  size_t header = 0;
+  if (std::memcmp(b, kShardMagic, 8) == 0) {
+    if (map_bytes_ < kShardHeaderBytes) fail_input(where + ": truncated shard header");
+    uint64_t version = get(8, 4);
+    if (version != kShardVersion)
+      fail_input(where + ": shard version " + std::to_string(version) +
+                 " is not supported (expected " + std::to_string(kShardVersion) + ")");
+    bytes_ = static_cast<int>(get(12, 4));
+    if (bytes_ != 2 && bytes_ != 4)
+      fail_input(where + ": bad bytes-per-token " + std::to_string(bytes_) +
+                 " in header (expected 2 or 4)");
+    n_tokens_ = static_cast<int64_t>(get(16, 8));
+    header = kShardHeaderBytes;
+  } else if (static_cast<int32_t>(get(0, 4)) == kLlmcMagic) {
+    if (map_bytes_ < kLlmcHeaderBytes) fail_input(where + ": truncated llm.c shard header");
+    uint64_t version = get(4, 4);
+    if (version != 1)
+      fail_input(where + ": llm.c shard version " + std::to_string(version) +
+                 " is not supported (expected 1, uint16 tokens)");
+    llmc_ = true;
+    bytes_ = 2;
+    n_tokens_ = static_cast<int64_t>(get(8, 4));
+    header = kLlmcHeaderBytes;
+  } else {
+    fail_input(where + ": not a token shard (bad magic; expected a deepthin or llm.c .bin file)");
+  }
+  size_t expected = header + static_cast<size_t>(n_tokens_) * bytes_;
+  if (map_bytes_ != expected)
+    fail_input(where + ": header promises " + std::to_string(n_tokens_) + " tokens (" +
+               std::to_string(expected) + " bytes) but the file has " + std::to_string(map_bytes_) +
+               " bytes; the shard is " + (map_bytes_ < expected ? "truncated" : "corrupt"));
+  tokens_ = b + header;
+}
+
+Shard::~Shard() {
+  if (map_) ::munmap(map_, map_bytes_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+uint32_t Shard::at(int64_t i) const {
+  const uint8_t* p = tokens_ + i * bytes_;
+  return bytes_ == 2
+             ? static_cast<uint32_t>(p[0] | (p[1] << 8))
+             : static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                   (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+void Shard::read(int64_t begin, int64_t n, int64_t* out) const {
+  if (bytes_ == 2) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(tokens_) + begin;  // little-endian hosts
+    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+  } else {
+    const uint32_t* p = reinterpret_cast<const uint32_t*>(tokens_) + begin;
+    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+  }
+}
+
+std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path,
+                                                 const std::string& split) {
+  auto ds = std::make_shared<TokenDataset>();
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  if (std::filesystem::is_directory(path, ec)) {
+    auto mpath = std::filesystem::path(path) / "manifest.json";
+    if (!std::filesystem::exists(mpath, ec))
+      fail_input(path +
+                 ": no manifest.json; not a prepared dataset (an interrupted `deepthin data "
+                 "prepare` leaves none; run it again)");
+    ds->manifest_ = Json::parse(read_file(mpath, "manifest"), mpath.string());
+    const Json* splits = ds->manifest_.find("splits");
+    const Json* s = splits ? splits->find(split) : nullptr;
+    if (!s) fail_input(mpath.string() + ": the dataset has no '" + split + "' split");
+    for (const auto& sh : s->at("shards", mpath.string()).as_array(mpath.string() + " shards")) {
+      auto f = std::filesystem::path(path) / sh.at("file", mpath.string()).as_string();
+      files.push_back(f);
+    }
+    ds->description_ = path + " [" + split + "]";
+  } else if (path.find_first_of("*?[") != std::string::npos) {
+    glob_t g{};
+    if (::glob(path.c_str(), 0, nullptr, &g) == 0)
+      for (size_t i = 0; i < g.gl_pathc; ++i) files.emplace_back(g.gl_pathv[i]);
+    globfree(&g);
+    if (files.empty()) fail_input("data path pattern matches no files: " + path);
+    std::sort(files.begin(), files.end());
+    ds->description_ = path;
+  } else if (std::filesystem::is_regular_file(path, ec)) {
+    files.emplace_back(path);
+    ds->description_ = path;
+  } else {
+    fail_input("data path not found: " + path);
+  }
+  for (const auto& f : files) {
+    ds->shards_.push_back(std::make_unique<Shard>(f));
+    ds->total_tokens_ += ds->shards_.back()->size();
+  }
+  if (ds->total_tokens_ == 0) fail_input(ds->description_ + ": holds no tokens");
+  // Token counts must agree with the manifest: a shard replaced by another run is caught here.
+  if (!ds->manifest_.is_null()) {
+    const auto& arr = ds->manifest_.find("splits")->find(split)->find("shards")->as_array();
+    for (size_t i = 0; i < arr.size(); ++i) {
+      int64_t want = arr[i].at("tokens", "manifest").as_int();
+      if (ds->shards_[i]->size() != want)
+        fail_input(files[i].string() + ": holds " + std::to_string(ds->shards_[i]->size()) +
+                   " tokens but the manifest says " + std::to_string(want));
+    }
+  }
+  return ds;
+}
+
+int64_t TokenDataset::num_windows(int64_t seq_len) const {
+  int64_t n = 0;
+  for (const auto& s : shards_) n += std::max<int64_t>(0, (s->size() - 1) / seq_len);
+  return n;
+}
+
+void TokenDataset::read_window(int64_t w, int64_t seq_len, int64_t* out) const {
+  for (const auto& s : shards_) {
+    int64_t n = std::max<int64_t>(0, (s->size() - 1) / seq_len);
+    if (w < n) {
+      s->read(w * seq_len, seq_len + 1, out);
+      return;
+    }
+    w -= n;
+  }
+  fail_runtime("window index out of range");
+}
+
+int64_t TokenDataset::max_token_id() const {
+  if (const Json* m = manifest_.find("max_token_id")) return m->as_int();
+  int64_t mx = 0;
+  for (const auto& s : shards_)
+    for (int64_t i = 0; i < s->size(); ++i) mx = std::max<int64_t>(mx, s->at(i));
+  return mx;
+}
+
+void TokenDataset::check_tokenizer(const std::string& tokenizer_sha256,
+                                   const std::string& tokenizer_path) const {
+  const Json* t = manifest_.find("tokenizer");
+  const Json* sha = t ? t->find("sha256") : nullptr;
+  if (!sha || !sha->is_string()) return;
+  if (sha->as_string() != tokenizer_sha256)
+    fail_input("tokenizer " + tokenizer_path + " does not match the dataset " + description_ +
+               ": it was prepared with " + t->find("path")->as_string() + " (sha256 " +
+               sha->as_string().substr(0, 12) + "…), this one has sha256 " +
+               tokenizer_sha256.substr(0, 12) + "…");
+}
+
+}  // namespace deepthin::data

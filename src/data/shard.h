@@ -1,0 +1,85 @@
+// Token shards on disk, and the datasets the loader reads.
+//
+// deepthin shard (.bin): a 64-byte header — magic "DTSHARD\0", u32 version (1), u32 bytes per token
+// (2 = uint16, 4 = uint32), u64 token count, zero padding — then the tokens, little-endian.
+// llm.c / nanoGPT shard (.bin): 256 int32 header (magic 20240520, version 1, token count), then
+// uint16 tokens; read as is, no conversion. A prepared directory holds shards plus manifest.json
+// (splits, counts, tokenizer checksum, sources).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/json.h"
+
+namespace deepthin::data {
+
+inline constexpr char kShardMagic[8] = {'D', 'T', 'S', 'H', 'A', 'R', 'D', '\0'};
+inline constexpr uint32_t kShardVersion = 1;
+inline constexpr size_t kShardHeaderBytes = 64;
+inline constexpr int32_t kLlmcMagic = 20240520;
+inline constexpr size_t kLlmcHeaderBytes = 256 * 4;
+
+// Writes a deepthin shard atomically (temporary name, fsync, rename).
+void write_shard(const std::filesystem::path& path, const std::vector<uint32_t>& tokens,
+                 int bytes_per_token);
+
+// A read-only memory map of one shard (either format), validated on open.
+class Shard {
+ public:
+  explicit Shard(const std::filesystem::path& path);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  int64_t size() const { return n_tokens_; }
+  int bytes_per_token() const { return bytes_; }
+  uint32_t at(int64_t i) const;
+  // Copies tokens [begin, begin + n) as int64 into out.
+  void read(int64_t begin, int64_t n, int64_t* out) const;
+  const std::filesystem::path& path() const { return path_; }
+  bool is_llmc() const { return llmc_; }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const uint8_t* tokens_ = nullptr;
+  int64_t n_tokens_ = 0;
+  int bytes_ = 2;
+  bool llmc_ = false;
+};
+
+// The tokens of one split: a list of shards, cut into windows of seq_len + 1 tokens (consecutive
+// windows overlap by the one token that is both a target and the next input). Windows never cross a
+// shard boundary.
+class TokenDataset {
+ public:
+  // `path`: a prepared directory (its manifest picks the split), a glob of shard files (either
+  // format), or one shard file. `split` is "train" or "val".
+  static std::shared_ptr<TokenDataset> open(const std::string& path, const std::string& split);
+
+  int64_t num_windows(int64_t seq_len) const;
+  // Window w's seq_len + 1 tokens, as int64, into out.
+  void read_window(int64_t w, int64_t seq_len, int64_t* out) const;
+  int64_t total_tokens() const { return total_tokens_; }
+  int64_t max_token_id() const;  // from the manifest when there is one, else scanned
+  const Json& manifest() const { return manifest_; }  // null for bare shard files
+  const std::vector<std::unique_ptr<Shard>>& shards() const { return shards_; }
+  // Input error when `tokenizer_sha256` differs from the manifest's (no-op without a manifest).
+  void check_tokenizer(const std::string& tokenizer_sha256,
+                       const std::string& tokenizer_path) const;
+  const std::string& description() const { return description_; }
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+  Json manifest_;
+  int64_t total_tokens_ = 0;
+  std::string description_;
+};
+
+}  // namespace deepthin::data

@@ -1,0 +1,60 @@
+// SentencePiece tokenizer: load any .model (LLaMA-2's tokenizer.model is the paper's), encode,
+// decode, and train new ones through libsentencepiece's trainer with LLaMA's conventions.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace deepthin::data {
+
+class Tokenizer {
+ public:
+  // Input error when the file is missing or not a SentencePiece model.
+  static Tokenizer load(const std::filesystem::path& model_file);
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  std::vector<int32_t> encode(std::string_view text) const;  // thread-safe
+  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string piece(int32_t id) const;
+  int64_t vocab_size() const;
+  int32_t bos_id() const;
+  int32_t eos_id() const;
+  const std::filesystem::path& path() const { return path_; }
+  const std::string& sha256() const { return sha256_; }
+
+ private:
+  Tokenizer();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::filesystem::path path_;
+  std::string sha256_;
+};
+
+enum class TokenizerModel { bpe, unigram };
+
+struct TokenizerTrainOptions {
+  std::vector<std::string> inputs;  // files or globs: plain text, or JSONL with a text field
+  std::string text_field = "text";  // for .jsonl inputs
+  int64_t vocab_size = 32000;
+  TokenizerModel model_type = TokenizerModel::bpe;
+  int64_t max_sentences = 2000000;  // sampled from the input when there are more
+  int threads = 2;
+  std::filesystem::path out_dir;  // receives tokenizer.model and tokenizer.vocab
+};
+
+// Trains with byte fallback, digits split, identity normalisation, whitespace kept, and LLaMA's
+// special ids: unk 0, bos 1, eos 2, no pad. Returns the path of the written .model.
+std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts);
+
+// Expands files and glob patterns: each pattern's matches sorted, patterns in the given order.
+// Input error for a pattern that matches nothing.
+std::vector<std::filesystem::path> expand_inputs(const std::vector<std::string>& patterns);
+
+}  // namespace deepthin::data
