@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <stdexcept>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 namespace deepthin::test {
@@ -61,17 +61,22 @@ struct CliResult {
   std::string err;  // stderr
 };
 
-// Runs build/deepthin with the given argument string (shell-quoted by the caller).
-inline CliResult run_cli(const std::string& args) {
+// Runs build/deepthin with the given argument string (shell-quoted by the caller), with extra
+// environment assignments ("A=1 B=2") in front.
+inline CliResult run_cli_with_env(const std::string& env, const std::string& args) {
   TempDir tmp;
-  std::string cmd = std::string(DEEPTHIN_CLI) + " " + args + " >" + (tmp / "out").string() + " 2>" +
-                    (tmp / "err").string();
+  std::string cmd = env + " " + std::string(DEEPTHIN_CLI) + " " + args + " >" +
+                    (tmp / "out").string() + " 2>" + (tmp / "err").string();
   int rc = std::system(cmd.c_str());
   CliResult r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   r.out = read_text(tmp / "out");
   r.err = read_text(tmp / "err");
   return r;
+}
+
+inline CliResult run_cli(const std::string& args) {
+  return run_cli_with_env("", args);
 }
 
 }  // namespace deepthin::test

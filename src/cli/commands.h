@@ -14,5 +14,7 @@ int run_init(const Argv& argv);
 int run_score(const Argv& argv);
 int run_tokenizer(const Argv& argv);
 int run_data(const Argv& argv);
+int run_train(const Argv& argv);
+int run_generate(const Argv& argv);
 
 }  // namespace deepthin::cli

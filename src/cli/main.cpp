@@ -28,6 +28,10 @@ const Command kCommands[] = {
      deepthin::cli::run_score},
     {"tokenizer", "Train a SentencePiece tokenizer; encode and decode text",
      deepthin::cli::run_tokenizer},
+    {"train", "Train a model from a config (bf16 on GPU, exact resume, metrics, checkpoints)",
+     deepthin::cli::run_train},
+    {"generate", "Continue a prompt with a trained model (KV cache per effective layer)",
+     deepthin::cli::run_generate},
     {"data", "Prepare token shards from text, JSONL or token JSONL; inspect datasets",
      deepthin::cli::run_data},
 };

@@ -5,11 +5,25 @@
 namespace deepthin::config {
 
 void Config::visit(Visitor& v) {
+  v.section("run", run, "Run naming");
   v.section("model", model, "Decoder shape");
+  v.section("data", data, "Training and validation tokens");
+  v.section("train", train, "Batching, length, precision");
+  v.section("optimizer", optimizer, "AdamW");
+  v.section("schedule", schedule, "Learning-rate schedule");
+  v.section("eval", eval, "Validation");
+  v.section("checkpoint", checkpoint, "Checkpoints");
+  v.section("log", log, "Metrics logging");
+}
+
+void Config::finalize() {
+  if (train.seq_len == 0) train.seq_len = model.max_seq_len;
 }
 
 void Config::check(const Checker& c) const {
-  (void)c;
+  c.require(train.seq_len <= model.max_seq_len, "train.seq_len",
+            "seq_len " + std::to_string(train.seq_len) + " exceeds model.max_seq_len " +
+                std::to_string(model.max_seq_len));
 }
 
 namespace {

@@ -8,13 +8,23 @@
 
 #include "config/model_config.h"
 #include "config/schema.h"
+#include "config/train_config.h"
 
 namespace deepthin::config {
 
 struct Config : Section {
+  RunConfig run;
   ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  LogConfig log;
 
   void visit(Visitor& v) override;
+  void finalize() override;
   void check(const Checker& c) const override;
 };
 

@@ -5,6 +5,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <mutex>
 
 namespace deepthin::log {
@@ -61,6 +62,18 @@ void configure(bool console, const std::string& file_path, Level level) {
   lg->set_level(to_spdlog(level));
   lg->flush_on(spdlog::level::warn);
   logger() = lg;
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string sci(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*e", decimals, v);
+  return buf;
 }
 
 void flush() {

@@ -44,6 +44,10 @@ void error(std::string_view fmt, const Args&... args) {
   write(Level::error, format(fmt, args...));
 }
 
+// Number formatting for messages: fixed(3.14159, 2) == "3.14", sci(0.00012, 2) == "1.20e-04".
+std::string fixed(double v, int decimals);
+std::string sci(double v, int decimals);
+
 namespace detail {
 inline void format_rest(std::ostringstream& out, std::string_view fmt) {
   for (size_t i = 0; i < fmt.size(); ++i) {

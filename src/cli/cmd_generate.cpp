@@ -1,0 +1,82 @@
+// deepthin generate RUN_OR_DIR --prompt TEXT [sampling options]
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "data/tokenizer.h"
+#include "eval/generate.h"
+#include "export/model_dir.h"
+#include "train/checkpoint.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace deepthin::cli {
+
+int run_generate(const Argv& argv) {
+  Args args("generate",
+            "deepthin generate RUN_OR_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] "
+            "[--top-k K] "
+            "[--top-p P] [--seed S]",
+            "Continue a prompt with a trained model: a run directory (its newest valid checkpoint) "
+            "or a model "
+            "directory. Decodes with a KV cache that gives every effective layer its own slot.",
+            {"RUN_OR_DIR"},
+            {{"prompt", "TEXT", "Text to continue"},
+             {"max-new-tokens", "N", "Tokens to generate (default 64)"},
+             {"temperature", "T", "Sampling temperature; 0 is greedy (default 0.8)"},
+             {"top-k", "K", "Sample among the K most likely tokens (default off)"},
+             {"top-p", "P", "Nucleus sampling mass (default 1 = off)"},
+             {"seed", "S", "Sampling seed (default 0)"},
+             {"tokenizer", "M", "SentencePiece model (default: the one in the checkpoint)"},
+             {"device", "D", "cpu, cuda or auto (default cpu)"},
+             {"precision", "P", "fp32 or bf16 (default fp32)"},
+             {"no-cache", "", "Recompute the whole prefix each step (reference path)"}});
+  if (!args.parse(argv)) {
+    std::fputs(args.help().c_str(), stdout);
+    return 0;
+  }
+  std::filesystem::path dir = args.positional(0);
+  if (std::filesystem::is_directory(dir / "checkpoints")) {
+    auto ref = train::latest_checkpoint(dir, /*fallback=*/false);
+    if (!ref) fail_input(dir.string() + ": the run has no checkpoint yet");
+    dir = ref->dir;
+  }
+  auto loaded = exports::load_model_dir(dir);
+  std::filesystem::path tok_path = args.has("tokenizer")
+                                       ? std::filesystem::path(args.get("tokenizer"))
+                                       : dir / "tokenizer.model";
+  if (!std::filesystem::exists(tok_path))
+    fail_input(dir.string() + " holds no tokenizer.model; pass --tokenizer");
+  auto tok = data::Tokenizer::load(tok_path);
+  if (tok.vocab_size() > loaded.config.model.vocab_size)
+    fail_input("tokenizer " + tok_path.string() + " has " + std::to_string(tok.vocab_size()) +
+               " pieces but the model's vocabulary is " +
+               std::to_string(loaded.config.model.vocab_size));
+  eval::SampleOptions o;
+  o.max_new_tokens = args.get_int("max-new-tokens", 64);
+  o.temperature = args.get_double("temperature", 0.8);
+  o.top_k = args.get_int("top-k", 0);
+  o.top_p = args.get_double("top-p", 1.0);
+  o.seed = static_cast<uint64_t>(args.get_int("seed", 0));
+  o.stop_id = tok.eos_id();
+  o.use_cache = !args.has("no-cache");
+  o.precision = train::parse_precision(args.get("precision", "fp32"));
+  if (o.temperature < 0 || o.top_p <= 0 || o.top_p > 1 || o.top_k < 0 || o.max_new_tokens < 0)
+    fail_input(
+        "deepthin generate: need temperature >= 0, 0 < top-p <= 1, top-k >= 0, max-new-tokens >= "
+        "0");
+  auto device = train::parse_device(args.get("device", "cpu"));
+  loaded.model->to(device);
+  loaded.model->eval();
+  std::string prompt = args.get("prompt", "");
+  std::vector<int64_t> ids{tok.bos_id()};
+  for (int32_t t : tok.encode(prompt)) ids.push_back(t);
+  auto out = eval::generate(loaded.model, ids, o);
+  std::vector<int32_t> all(ids.begin() + 1, ids.end());
+  for (int64_t t : out)
+    if (t != tok.eos_id()) all.push_back(static_cast<int32_t>(t));
+  std::printf("%s\n", tok.decode(all).c_str());
+  return 0;
+}
+
+}  // namespace deepthin::cli

@@ -1,0 +1,79 @@
+// deepthin train CONFIG [--set …] [--resume RUN_DIR] [--resume-fallback] [--until-step N]
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "config/config.h"
+#include "train/trainer.h"
+#include "util/error.h"
+#include "util/json.h"
+
+namespace deepthin::cli {
+
+int run_train(const Argv& argv) {
+  Args args(
+      "train",
+      "deepthin train CONFIG [--set KEY=VALUE]... [--resume RUN_DIR] [--resume-fallback] "
+      "[--until-step N]",
+      "Train a model. Writes runs/<name>/: config.yaml, train.log, metrics.jsonl, tensorboard/, "
+      "checkpoints/step_N/. --resume continues from the newest valid checkpoint (CONFIG may then "
+      "be "
+      "omitted: the run's config.yaml is used). SIGINT/SIGTERM checkpoint and stop cleanly.",
+      {},
+      {set_option(),
+       {"resume", "RUN_DIR", "Continue this run from its newest valid checkpoint"},
+       {"resume-fallback", "", "If the newest checkpoint is corrupt, resume from the one before"},
+       {"until-step", "N", "Checkpoint and stop once step N is reached (resume later)"}});
+  // CONFIG is optional with --resume: accept zero or one positional argument.
+  std::string config_path;
+  Argv rest;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const auto& a = argv[i];
+    bool takes_value = a == "--set" || a == "--resume" || a == "--until-step";
+    if (a.rfind("--", 0) != 0 && config_path.empty() &&
+        (i == 0 || argv[i - 1].rfind("--", 0) != 0 || argv[i - 1].find('=') != std::string::npos ||
+         argv[i - 1] == "--resume-fallback")) {
+      config_path = a;
+      continue;
+    }
+    rest.push_back(a);
+    if (takes_value && i + 1 < argv.size()) rest.push_back(argv[++i]);
+  }
+  if (!args.parse(rest)) {
+    std::fputs(args.help().c_str(), stdout);
+    return 0;
+  }
+  train::TrainOptions opts;
+  opts.resume = args.has("resume");
+  opts.resume_fallback = args.has("resume-fallback");
+  opts.until_step = args.get_int("until-step", 0);
+  config::Config cfg;
+  if (!config_path.empty()) {
+    cfg = config::load_config(config_path, args.all("set"));
+    opts.run_dir = opts.resume ? std::filesystem::path(args.get("resume"))
+                               : train::run_directory(cfg, config_path);
+  } else if (opts.resume) {
+    opts.run_dir = args.get("resume");
+    auto saved = opts.run_dir / "config.yaml";
+    if (!std::filesystem::exists(saved))
+      fail_input("deepthin train --resume: " + saved.string() + " not found; is " +
+                 opts.run_dir.string() + " a run directory?");
+    cfg = config::load_config(saved, args.all("set"));
+  } else {
+    fail_input(
+        "deepthin train: a CONFIG file is required (or --resume RUN_DIR)\nusage: deepthin train "
+        "CONFIG [options]");
+  }
+  auto r = train::train(cfg, opts);
+  Json j = Json::object();
+  j["run_dir"] = opts.run_dir.string();
+  j["steps"] = r.steps;
+  j["tokens"] = r.tokens;
+  j["final_loss"] = r.final_loss;
+  j["val_loss"] = r.val_loss;
+  j["interrupted"] = r.interrupted;
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace deepthin::cli

@@ -1,0 +1,85 @@
+#include "config/train_config.h"
+
+namespace deepthin::config {
+
+void RunConfig::visit(Visitor& v) {
+  v.field("name", name, "Run name; empty means the config file's name without extension");
+  v.field("root", root, "Directory that holds runs; a run writes <root>/<name>/");
+}
+
+void DataConfig::visit(Visitor& v) {
+  v.field("path", path,
+          "Training tokens: a prepared directory (train split), a glob of shards (llm.c .bin too) "
+          "or one shard");
+  v.field("val_path", val_path,
+          "Validation tokens when path is not a prepared directory; empty uses its val split");
+  v.field("tokenizer", tokenizer,
+          "SentencePiece model: checked against the dataset manifest and copied into checkpoints");
+  v.field("prefetch", prefetch, "Batches the loader's background thread keeps ready", kNonNegative);
+}
+
+void TrainConfig::visit(Visitor& v) {
+  v.field("micro_batch_size", micro_batch_size, "Sequences per device per micro-step", kPositive);
+  v.field("grad_accum_steps", grad_accum_steps, "Micro-steps accumulated per optimizer step",
+          kPositive);
+  v.field("seq_len", seq_len, "Tokens per training sequence; 0 means model.max_seq_len",
+          kNonNegative);
+  v.field("max_steps", max_steps, "Optimizer steps to train; 0 derives them from max_tokens",
+          kNonNegative);
+  v.field("max_tokens", max_tokens, "Tokens to train on (all ranks); used when max_steps is 0",
+          kNonNegative);
+  v.field("seed", seed, "Seed of the initialisation and the data order", kNonNegative);
+  v.choice("precision", precision, kPrecisions,
+           "bf16 autocast with fp32 master weights and optimizer state, or fp32; auto is bf16 on "
+           "CUDA and fp32 on CPU");
+  v.field("device", device,
+          "auto, cpu, cuda or cuda:N (under a launcher each rank takes its local GPU)");
+  v.field("grad_clip", grad_clip, "Clip the global gradient norm to this; 0 disables clipping",
+          RealRange{0.0});
+  v.field("max_bad_steps", max_bad_steps,
+          "Stop after this many non-finite steps in a row (each is skipped)", kPositive);
+  v.field("loss_chunk_tokens", loss_chunk_tokens,
+          "Tokens per chunk of the fused LM-head cross-entropy", kPositive);
+  v.field("peak_tflops", peak_tflops,
+          "Peak dense bf16 TFLOP/s per device for MFU; 0 looks the GPU up (H100/H200/A100)",
+          RealRange{0.0});
+}
+
+void OptimizerConfig::visit(Visitor& v) {
+  v.field("lr", lr, "Peak learning rate of AdamW", kPositiveReal);
+  v.field("betas", betas, "AdamW beta1, beta2", 2, RealRange{0.0, 0.999999});
+  v.field("eps", eps, "AdamW epsilon", kPositiveReal);
+  v.field("weight_decay", weight_decay, "Decoupled weight decay", RealRange{0.0});
+  v.field("no_decay", no_decay,
+          "Parameters whose name contains any of these are exempt from weight decay");
+}
+
+void ScheduleConfig::visit(Visitor& v) {
+  v.choice("type", type, kSchedules,
+           "Learning-rate shape after warmup: cosine or linear decay to min_lr_ratio, "
+           "warmup-stable-decay, or constant");
+  v.field("warmup_steps", warmup_steps, "Linear warmup steps from 0 to the peak", kNonNegative);
+  v.field("min_lr_ratio", min_lr_ratio, "Final learning rate as a fraction of the peak",
+          kUnitInterval);
+  v.field("decay_fraction", decay_fraction,
+          "wsd: fraction of the steps spent in the final linear decay", kUnitInterval);
+}
+
+void EvalConfig::visit(Visitor& v) {
+  v.field("every", every, "Validate every this many steps (and at the end); 0 only at the end",
+          kNonNegative);
+  v.field("batches", batches, "Validation batches per evaluation", kPositive);
+}
+
+void CheckpointConfig::visit(Visitor& v) {
+  v.field("every", every, "Checkpoint every this many steps (and at the end); 0 only at the end",
+          kNonNegative);
+  v.field("keep_last", keep_last, "Checkpoints kept; older ones are deleted", kPositive);
+}
+
+void LogConfig::visit(Visitor& v) {
+  v.field("every", every, "Log training metrics every this many steps", kPositive);
+  v.field("tensorboard", tensorboard, "Also write metrics as TensorBoard event files");
+}
+
+}  // namespace deepthin::config

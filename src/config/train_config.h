@@ -1,0 +1,86 @@
+// The sections a training run reads: run, data, train, optimizer, schedule, eval, checkpoint, log.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/schema.h"
+
+namespace deepthin::config {
+
+struct RunConfig : Section {
+  std::string name;           // "" → the config file's stem
+  std::string root = "runs";  // runs land in <root>/<name>/
+  void visit(Visitor& v) override;
+};
+
+struct DataConfig : Section {
+  std::string path;      // prepared directory, shard glob (llm.c files too) or one shard
+  std::string val_path;  // "" → the prepared directory's val split (if any)
+  std::string
+      tokenizer;  // SentencePiece .model; checked against the manifest, copied into checkpoints
+  int64_t prefetch = 2;
+  void visit(Visitor& v) override;
+};
+
+enum class PrecisionChoice { auto_, bf16, fp32 };
+inline constexpr std::array<std::string_view, 3> kPrecisions{"auto", "bf16", "fp32"};
+
+struct TrainConfig : Section {
+  int64_t micro_batch_size = 16;
+  int64_t grad_accum_steps = 1;
+  int64_t seq_len = 0;     // 0 → model.max_seq_len
+  int64_t max_steps = 0;   // optimizer steps; 0 → derived from max_tokens
+  int64_t max_tokens = 0;  // 0 → max_steps rules
+  int64_t seed = 1234;
+  PrecisionChoice precision = PrecisionChoice::auto_;
+  std::string device = "auto";
+  double grad_clip = 1.0;  // 0 disables clipping (the norm is still measured)
+  int64_t max_bad_steps = 5;
+  int64_t loss_chunk_tokens = 4096;  // rows of logits alive at once in the LM-head loss
+  double peak_tflops = 0;            // per device, for MFU; 0 → known GPU table
+  void visit(Visitor& v) override;
+};
+
+struct OptimizerConfig : Section {
+  double lr = 2e-3;
+  std::vector<double> betas = {0.9, 0.95};
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  std::vector<std::string> no_decay = {"norm", "bias"};
+  void visit(Visitor& v) override;
+};
+
+enum class ScheduleType { cosine, linear, wsd, constant };
+inline constexpr std::array<std::string_view, 4> kSchedules{"cosine", "linear", "wsd", "constant"};
+
+struct ScheduleConfig : Section {
+  ScheduleType type = ScheduleType::cosine;
+  int64_t warmup_steps = 1000;
+  double min_lr_ratio = 0.1;
+  double decay_fraction = 0.2;  // wsd: share of the run spent decaying
+  void visit(Visitor& v) override;
+};
+
+struct EvalConfig : Section {
+  int64_t every = 1000;  // steps; 0 → only at the end
+  int64_t batches = 20;
+  void visit(Visitor& v) override;
+};
+
+struct CheckpointConfig : Section {
+  int64_t every = 1000;  // steps; 0 → only at the end
+  int64_t keep_last = 3;
+  void visit(Visitor& v) override;
+};
+
+struct LogConfig : Section {
+  int64_t every = 10;
+  bool tensorboard = true;
+  void visit(Visitor& v) override;
+};
+
+}  // namespace deepthin::config

@@ -1,0 +1,143 @@
+#include "train/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <regex>
+
+#include "export/model_dir.h"
+#include "util/error.h"
+#include "util/fault.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+namespace deepthin::train {
+
+namespace fs = std::filesystem;
+
+Json TrainerState::to_json() const {
+  Json j = Json::object();
+  j["step"] = step;
+  j["tokens"] = tokens;
+  j["loader"] = loader.to_json();
+  j["elapsed_s"] = elapsed_s;
+  j["cpu_rng"] = cpu_rng;
+  j["cuda_rng"] = cuda_rng;
+  return j;
+}
+
+TrainerState TrainerState::from_json(const Json& j, const std::string& where) {
+  TrainerState s;
+  s.step = j.at("step", where).as_int(where + ": step");
+  s.tokens = j.at("tokens", where).as_int(where + ": tokens");
+  s.loader = data::LoaderState::from_json(j.at("loader", where), where + ": loader");
+  s.elapsed_s = j.at("elapsed_s", where).as_double();
+  s.cpu_rng = j.at("cpu_rng", where).as_string();
+  s.cuda_rng = j.at("cuda_rng", where).as_string();
+  return s;
+}
+
+fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
+                         const config::Config& cfg, const exports::TensorList& optimizer,
+                         const TrainerState& state, int64_t keep_last) {
+  const fs::path final_dir = run_dir / "checkpoints" / ("step_" + std::to_string(state.step));
+  AtomicDir dir(final_dir);
+  exports::save_model_files(dir.path(), m, cfg);
+  if (!cfg.data.tokenizer.empty() && fs::exists(cfg.data.tokenizer)) {
+    fs::path tok = cfg.data.tokenizer;
+    if (fs::is_directory(tok)) tok /= "tokenizer.model";
+    fs::copy_file(tok, dir.path() / "tokenizer.model", fs::copy_options::overwrite_existing);
+  }
+  if (fault_at("crash_in_checkpoint", state.step)) std::abort();  // test hook: die mid-write
+  exports::save_safetensors(dir.path() / "optimizer.safetensors", optimizer);
+  write_file_atomic(dir.path() / "trainer_state.json", state.to_json().dump(2) + "\n");
+  Json sums = Json::object();
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir.path())) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) sums[f.filename().string()] = sha256_file(f);
+  write_file_atomic(dir.path() / "checksums.json", sums.dump(2) + "\n");
+  dir.commit();
+
+  auto all = list_checkpoints(run_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(all[i].dir, ec);
+  }
+  return final_dir;
+}
+
+std::vector<CheckpointRef> list_checkpoints(const fs::path& run_dir) {
+  std::vector<CheckpointRef> out;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir / "checkpoints", ec)) return out;
+  static const std::regex name("step_([0-9]+)");
+  for (const auto& e : fs::directory_iterator(run_dir / "checkpoints")) {
+    std::smatch m;
+    std::string fname = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(fname, m, name))
+      out.push_back({e.path(), std::stoll(m[1].str())});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  return out;
+}
+
+void verify_checkpoint(const fs::path& dir) {
+  auto sums_path = dir / "checksums.json";
+  if (!fs::exists(sums_path))
+    fail_input("checkpoint " + dir.string() + " is incomplete: checksums.json is missing");
+  Json sums = Json::parse(read_file(sums_path), sums_path.string());
+  for (const char* required :
+       {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "deepthin.yaml"})
+    if (!sums.contains(required))
+      fail_input("checkpoint " + dir.string() + " is incomplete: " + required + " is not listed");
+  for (const auto& [file, sum] : sums.as_object()) {
+    if (!fs::exists(dir / file))
+      fail_input("checkpoint " + dir.string() + " is incomplete: " + file + " is missing");
+    if (sha256_file(dir / file) != sum.as_string())
+      fail_input("checkpoint " + dir.string() + " is corrupt: " + file +
+                 " does not match its sha256 in checksums.json");
+  }
+}
+
+std::optional<CheckpointRef> latest_checkpoint(const fs::path& run_dir, bool fallback) {
+  auto all = list_checkpoints(run_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      verify_checkpoint(it->dir);
+      return *it;
+    } catch (const Error& e) {
+      if (!fallback)
+        throw Error(ErrorKind::input,
+                    std::string(e.what()) +
+                        "; pass --resume-fallback to resume from the previous checkpoint");
+      log::warn("{}; falling back to an earlier checkpoint", e.what());
+    }
+  }
+  if (!all.empty() && fallback) fail_input("no checkpoint in " + run_dir.string() + " verifies");
+  return std::nullopt;
+}
+
+CheckpointContents read_checkpoint(const fs::path& dir) {
+  CheckpointContents c;
+  c.model_dir = dir.string();
+  c.optimizer = exports::load_safetensors(dir / "optimizer.safetensors").tensors;
+  auto where = (dir / "trainer_state.json").string();
+  c.state = TrainerState::from_json(Json::parse(read_file(where), where), where);
+  return c;
+}
+
+void remove_stale_temporaries(const fs::path& run_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(run_dir / "checkpoints", ec)) return;
+  for (const auto& e : fs::directory_iterator(run_dir / "checkpoints")) {
+    auto n = e.path().filename().string();
+    if (n.find(".tmp.") != std::string::npos || n.find(".old.") != std::string::npos) {
+      log::warn("removing {} left by an interrupted checkpoint write", e.path().string());
+      fs::remove_all(e.path(), ec);
+    }
+  }
+}
+
+}  // namespace deepthin::train

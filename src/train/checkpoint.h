@@ -1,0 +1,67 @@
+// Checkpoints: runs/<name>/checkpoints/step_N/
+//
+//   model.safetensors, config.json, deepthin.yaml   the export layout (a checkpoint is a model
+//   directory) tokenizer.model                                  when the run names one: generation
+//   needs nothing else optimizer.safetensors                            AdamW moments (fp32)
+//   trainer_state.json                               step, tokens, loader state, RNG states,
+//   elapsed time checksums.json                                   sha256 of every file above;
+//   written last
+//
+// The directory is built as step_N.tmp.<pid>, fsynced and renamed: a crash mid-write leaves only a
+// .tmp directory, which is never mistaken for a checkpoint. Loading verifies every checksum.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "data/loader.h"
+#include "export/safetensors.h"
+#include "model/decoder.h"
+#include "util/json.h"
+
+namespace deepthin::train {
+
+struct TrainerState {
+  int64_t step = 0;    // optimizer steps done
+  int64_t tokens = 0;  // tokens trained on, all ranks
+  data::LoaderState loader;
+  double elapsed_s = 0;
+  std::string cpu_rng;   // hex of the default CPU generator's state
+  std::string cuda_rng;  // hex of the current CUDA generator's state (empty without CUDA)
+  Json to_json() const;
+  static TrainerState from_json(const Json& j, const std::string& where);
+};
+
+struct CheckpointRef {
+  std::filesystem::path dir;
+  int64_t step = 0;
+};
+
+struct CheckpointContents {
+  std::string model_dir;  // = dir, for exports::load_model_dir
+  exports::TensorList optimizer;
+  TrainerState state;
+};
+
+// Writes step_<state.step> atomically and prunes to keep_last.
+std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const model::Decoder& m,
+                                      const config::Config& cfg,
+                                      const exports::TensorList& optimizer,
+                                      const TrainerState& state, int64_t keep_last);
+
+// Finished checkpoints (step_N directories), oldest first; temporary directories are ignored.
+std::vector<CheckpointRef> list_checkpoints(const std::filesystem::path& run_dir);
+// Input error naming the file when a checksum is missing or wrong.
+void verify_checkpoint(const std::filesystem::path& dir);
+// The newest checkpoint that verifies. A corrupt newest one is an error unless `fallback`, which
+// then walks back to the newest good one (and says so). nullopt when the run has no checkpoint yet.
+std::optional<CheckpointRef> latest_checkpoint(const std::filesystem::path& run_dir, bool fallback);
+CheckpointContents read_checkpoint(const std::filesystem::path& dir);
+// Removes step_N.tmp.* directories left by crashed writes.
+void remove_stale_temporaries(const std::filesystem::path& run_dir);
+
+}  // namespace deepthin::train

@@ -1,0 +1,22 @@
+// What the trainer needs to know about its device: peak memory, a sync point, and peak FLOP/s for
+// MFU.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace deepthin::train {
+
+// Peak bytes allocated since the last reset (CUDA), or the process's peak resident set (CPU), in
+// GB.
+double peak_memory_gb(const c10::Device& d);
+void reset_peak_memory(const c10::Device& d);
+void synchronize(const c10::Device& d);
+// Makes d the current CUDA device of this thread (no-op on the CPU).
+void set_current_device(const c10::Device& d);
+std::string device_name(const c10::Device& d);
+// Dense bf16 TFLOP/s of known GPUs (H100/H200 SXM 989, A100 312); 0 when unknown (then no MFU).
+double known_peak_tflops(const c10::Device& d);
+
+}  // namespace deepthin::train

@@ -1,0 +1,373 @@
+// The training loop, top to bottom: set up the device, data, model and optimizer; restore a
+// checkpoint when resuming; then step, log, evaluate and checkpoint until the budget is spent.
+// Detail lives in the helpers above train().
+#include "train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+
+#include "data/loader.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+#include "export/model_dir.h"
+#include "model/decoder.h"
+#include "model/param_count.h"
+#include "train/checkpoint.h"
+#include "train/device_info.h"
+#include "train/loss.h"
+#include "train/metrics.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
+#include "train/schedule.h"
+#include "util/error.h"
+#include "util/fault.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/strings.h"
+
+namespace deepthin::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+extern "C" void on_stop_signal(int) {
+  g_stop_requested = true;
+}
+
+c10::Device pick_device(const std::string& spec) {
+  // Under torchrun / SLURM each process drives its local GPU.
+  const char* local = std::getenv("LOCAL_RANK");
+  if (!local) local = std::getenv("SLURM_LOCALID");
+  auto d = parse_device(spec);
+  if (d.is_cuda() && local && (spec == "auto" || spec == "cuda"))
+    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(std::atoi(local)));
+  return d;
+}
+
+std::string to_hex(const at::Tensor& bytes) {
+  static const char* digits = "0123456789abcdef";
+  auto b = bytes.contiguous();
+  const uint8_t* p = b.data_ptr<uint8_t>();
+  std::string s;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+at::Tensor from_hex(const std::string& s) {
+  auto t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
+  uint8_t* p = t.data_ptr<uint8_t>();
+  auto nib = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i + 1 < s.size(); i += 2)
+    p[i / 2] = static_cast<uint8_t>(nib(s[i]) << 4 | nib(s[i + 1]));
+  return t;
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  int64_t t = static_cast<int64_t>(s);
+  char buf[32];
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", (long long)(t / 3600), (long long)(t / 60 % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
+  return buf;
+}
+
+// Mean next-token loss of a batch: hidden states under autocast, then the fused chunked LM-head
+// loss.
+at::Tensor batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
+                      Precision precision, int64_t chunk) {
+  auto x = tokens.to(device, /*non_blocking=*/true);
+  const int64_t T = x.size(1) - 1;
+  at::Tensor hidden;
+  {
+    AutocastScope autocast(device, precision);
+    hidden = m->hidden_states(x.narrow(1, 0, T));
+  }
+  LmLossOptions lo;
+  lo.chunk_rows = chunk;
+  lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+  return lm_head_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(),
+                               x.narrow(1, 1, T).reshape({-1}), lo);
+}
+
+double evaluate(model::Decoder& m, const std::shared_ptr<data::TokenDataset>& ds,
+                const config::Config& cfg, const c10::Device& device, Precision precision) {
+  torch::NoGradGuard no_grad;
+  const int64_t T = cfg.train.seq_len;
+  const int64_t windows = ds->num_windows(T);
+  const int64_t B = std::min(cfg.train.micro_batch_size, windows);
+  data::Loader loader(ds, data::LoaderOptions{B, T, 0, 1, 0, /*shuffle=*/false, /*prefetch=*/0});
+  const int64_t n = std::max<int64_t>(1, std::min(cfg.eval.batches, windows / B));
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i)
+    total += batch_loss(m, loader.next().tokens, device, precision, cfg.train.loss_chunk_tokens)
+                 .item<double>();
+  return total / static_cast<double>(n);
+}
+
+std::shared_ptr<data::TokenDataset> open_val(const config::DataConfig& d) {
+  if (!d.val_path.empty()) return data::TokenDataset::open(d.val_path, "val");
+  std::error_code ec;
+  if (!fs::is_directory(d.path, ec)) return nullptr;
+  const Json m = Json::parse(read_file(fs::path(d.path) / "manifest.json"));
+  const Json* v = m.find("splits") ? m.find("splits")->find("val") : nullptr;
+  if (!v || v->at("tokens", "manifest").as_int() == 0) return nullptr;
+  return data::TokenDataset::open(d.path, "val");
+}
+
+// Global L2 norm of all gradients; clips in place to max_norm (> 0). Returns the norm before
+// clipping.
+double clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  auto norms = at::_foreach_norm(grads, 2);
+  double norm = at::linalg_vector_norm(at::stack(norms), 2).item<double>();
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm)
+    at::_foreach_mul_(grads, max_norm / (norm + 1e-6));
+  return norm;
+}
+
+}  // namespace
+
+fs::path run_directory(const config::Config& cfg, const fs::path& config_path) {
+  std::string name = cfg.run.name.empty() ? config_path.stem().string() : cfg.run.name;
+  return fs::path(cfg.run.root) / name;
+}
+
+TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
+  using Clock = std::chrono::steady_clock;
+  const fs::path& run_dir = opts.run_dir;
+  const auto& tc = cfg.train;
+
+  // ---- Device, precision, run directory.
+  const c10::Device device = pick_device(tc.device);
+  set_current_device(device);
+  const Precision precision =
+      tc.precision == config::PrecisionChoice::auto_
+          ? (device.is_cuda() ? Precision::bf16 : Precision::fp32)
+          : (tc.precision == config::PrecisionChoice::bf16 ? Precision::bf16 : Precision::fp32);
+  if (cfg.data.path.empty())
+    fail_input("data.path is not set: point it at a prepared directory or shard files");
+  if (!opts.resume && !list_checkpoints(run_dir).empty())
+    fail_input("run directory " + run_dir.string() +
+               " already holds checkpoints; pass --resume to continue it, or set run.name to start "
+               "another run");
+  fs::create_directories(run_dir);
+  log::configure(true, (run_dir / "train.log").string());
+  remove_stale_temporaries(run_dir);
+
+  // ---- Data.
+  auto train_ds = data::TokenDataset::open(cfg.data.path, "train");
+  auto val_ds = open_val(cfg.data);
+  for (const auto* ds : {train_ds.get(), val_ds.get()}) {
+    if (!ds) continue;
+    if (ds->max_token_id() >= cfg.model.vocab_size)
+      fail_input(ds->description() + " holds token id " + std::to_string(ds->max_token_id()) +
+                 " but model.vocab_size is " + std::to_string(cfg.model.vocab_size));
+    if (!cfg.data.tokenizer.empty()) {
+      auto tok = data::Tokenizer::load(cfg.data.tokenizer);
+      ds->check_tokenizer(tok.sha256(), tok.path().string());
+    }
+  }
+  const int64_t tokens_per_step = tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len;
+  const int64_t total_steps =
+      tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + tokens_per_step - 1) / tokens_per_step;
+  if (total_steps <= 0) fail_input("set train.max_steps or train.max_tokens to a positive number");
+  data::Loader loader(train_ds, data::LoaderOptions{tc.micro_batch_size, tc.seq_len, 0, 1,
+                                                    static_cast<uint64_t>(tc.seed), true,
+                                                    static_cast<int>(cfg.data.prefetch)});
+
+  // ---- Model and optimizer: fp32 master weights on the device.
+  model::Decoder model(cfg.model);
+  model->reset_parameters(static_cast<uint64_t>(tc.seed));
+  model->to(device);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  std::vector<at::Tensor> params;
+  for (const auto& item : model->named_parameters()) {
+    named.emplace_back(item.key(), item.value());
+    params.push_back(item.value());
+  }
+  AdamW optimizer(named, cfg.optimizer);
+
+  // ---- Resume.
+  TrainerState state;
+  state.loader = loader.state();
+  if (opts.resume) {
+    if (auto ref = latest_checkpoint(run_dir, opts.resume_fallback)) {
+      auto ck = read_checkpoint(ref->dir);
+      auto saved = exports::load_model_dir(ref->dir);
+      config::Config want, have;
+      want.model = cfg.model;
+      have.model = saved.config.model;
+      if (config::to_yaml(want) != config::to_yaml(have))
+        fail_input("checkpoint " + ref->dir.string() +
+                   " holds a different model than the config's model section");
+      exports::load_weights(model, exports::model_tensors(saved.model, false), ref->dir.string());
+      optimizer.load_state(ck.optimizer, ck.state.step, ref->dir.string());
+      state = ck.state;
+      loader.set_state(state.loader);
+      if (!state.cpu_rng.empty()) {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        gen.set_state(from_hex(state.cpu_rng));
+      }
+      log::info("resumed from {} (step {}, {} tokens)", ref->dir.string(), state.step,
+                group_digits(state.tokens));
+    } else {
+      log::info("no checkpoint in {}: starting from scratch", run_dir.string());
+    }
+  }
+  write_file_atomic(run_dir / "config.yaml", config::to_yaml(cfg));
+  MetricsLog metrics(run_dir, cfg.log.tensorboard, opts.resume ? state.step : -1);
+
+  const auto counts = model::count_params(cfg.model);
+  const double flops_per_token =
+      static_cast<double>(model::training_flops_per_token(cfg.model, tc.seq_len));
+  const double peak_tflops = tc.peak_tflops > 0 ? tc.peak_tflops : known_peak_tflops(device);
+  log::info("model: {} parameters, {} effective layers; {} on {} ({})", group_digits(counts.total),
+            counts.effective_layers, precision_name(precision), device_name(device), device.str());
+  log::info("data: {} ({} tokens, {} windows); {} tokens/step, {} steps ({} tokens)",
+            train_ds->description(), group_digits(train_ds->total_tokens()),
+            group_digits(loader.num_windows()), group_digits(tokens_per_step), total_steps,
+            human_count(static_cast<double>(total_steps * tokens_per_step)));
+
+  g_stop_requested = false;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+
+  // ---- The loop.
+  TrainResult result;
+  result.val_loss = NAN;
+  const double elapsed_before = state.elapsed_s;
+  const auto t_start = Clock::now();
+  auto t_window = Clock::now();
+  int64_t window_tokens = 0, window_steps = 0, bad_in_a_row = 0;
+  double window_loss = 0;
+  reset_peak_memory(device);
+  auto checkpoint = [&] {
+    state.loader = loader.state();
+    state.elapsed_s =
+        elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
+    state.cpu_rng = to_hex(at::detail::getDefaultCPUGenerator().get_state());
+    auto dir = save_checkpoint(run_dir, model, cfg, optimizer.state_tensors(), state,
+                               cfg.checkpoint.keep_last);
+    log::info("checkpoint {}", dir.string());
+  };
+  auto run_eval = [&] {
+    if (!val_ds) return;
+    double v = evaluate(model, val_ds, cfg, device, precision);
+    result.val_loss = v;
+    Json j = Json::object();
+    j["type"] = "eval";
+    j["step"] = state.step;
+    j["tokens"] = state.tokens;
+    j["val_loss"] = v;
+    j["val_ppl"] = std::exp(v);
+    metrics.write(j);
+    log::info("eval step {}: val loss {}, perplexity {}", state.step, log::fixed(v, 4),
+              log::fixed(std::exp(v), 2));
+  };
+
+  while (state.step < total_steps) {
+    const double lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, total_steps);
+    double step_loss = 0;
+    for (int64_t micro = 0; micro < tc.grad_accum_steps; ++micro) {
+      auto loss = batch_loss(model, loader.next().tokens, device, precision, tc.loss_chunk_tokens);
+      if (fault_at("nan_at", state.step + 1)) loss = loss * NAN;  // test hook
+      (loss / static_cast<double>(tc.grad_accum_steps)).backward();
+      step_loss += loss.detach().item<double>() / static_cast<double>(tc.grad_accum_steps);
+    }
+    const double grad_norm = clip_gradients(params, tc.grad_clip);
+    ++state.step;
+    state.tokens += tokens_per_step;
+    if (!std::isfinite(grad_norm) || !std::isfinite(step_loss)) {
+      ++bad_in_a_row;
+      log::warn(
+          "step {}: non-finite loss or gradient (loss {}, grad norm {}); step skipped ({} in a "
+          "row)",
+          state.step, step_loss, grad_norm, bad_in_a_row);
+      if (bad_in_a_row >= tc.max_bad_steps) {
+        auto last = list_checkpoints(run_dir);
+        fail_runtime("training stopped: " + std::to_string(bad_in_a_row) +
+                     " non-finite steps in a row at step " + std::to_string(state.step) +
+                     "; last good checkpoint: " +
+                     (last.empty() ? std::string("none") : last.back().dir.string()) +
+                     ". Lower optimizer.lr, raise schedule.warmup_steps or check the data.");
+      }
+    } else {
+      bad_in_a_row = 0;
+      optimizer.step(lr);
+      window_loss += step_loss;
+      result.final_loss = step_loss;
+    }
+    for (auto& p : params)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    window_tokens += tokens_per_step;
+    ++window_steps;
+
+    const bool last_step = state.step == total_steps;
+    if (state.step % cfg.log.every == 0 || last_step) {
+      synchronize(device);
+      const double dt = std::chrono::duration<double>(Clock::now() - t_window).count();
+      const double tps = static_cast<double>(window_tokens) / dt;
+      const double mfu = peak_tflops > 0 ? flops_per_token * tps / (peak_tflops * 1e12) : NAN;
+      const double mem = peak_memory_gb(device);
+      const double eta =
+          static_cast<double>(total_steps - state.step) * dt / static_cast<double>(window_steps);
+      Json j = Json::object();
+      j["type"] = "train";
+      j["step"] = state.step;
+      j["tokens"] = state.tokens;
+      j["loss"] = window_loss / static_cast<double>(std::max<int64_t>(1, window_steps));
+      j["lr"] = lr;
+      j["grad_norm"] = grad_norm;
+      j["tokens_per_s"] = tps;
+      if (std::isfinite(mfu)) j["mfu"] = mfu;
+      j["peak_mem_gb"] = mem;
+      j["step_time_s"] = dt / static_cast<double>(window_steps);
+      metrics.write(j);
+      log::info("step {}/{} | loss {} | lr {} | gnorm {} | {} tok/s | MFU {} | mem {} GB | ETA {}",
+                state.step, total_steps, log::fixed(j["loss"].as_double(), 4), log::sci(lr, 2),
+                log::fixed(grad_norm, 3), human_count(tps),
+                std::isfinite(mfu) ? log::fixed(100 * mfu, 1) + "%" : std::string("n/a"),
+                log::fixed(mem, 2), format_duration(eta));
+      t_window = Clock::now();
+      window_tokens = window_steps = 0;
+      window_loss = 0;
+    }
+    if (cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last_step) run_eval();
+    const bool stop_now =
+        g_stop_requested || (opts.until_step > 0 && state.step >= opts.until_step);
+    if ((cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last_step ||
+        stop_now)
+      checkpoint();
+    if (stop_now && !last_step) {
+      result.interrupted = true;
+      log::info("stopping at step {} ({}); continue with --resume {}", state.step,
+                g_stop_requested ? "signal" : "--until-step", run_dir.string());
+      break;
+    }
+  }
+  if (!result.interrupted) run_eval();
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  result.steps = state.step;
+  result.tokens = state.tokens;
+  log::flush();
+  return result;
+}
+
+}  // namespace deepthin::train

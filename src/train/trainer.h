@@ -1,0 +1,34 @@
+// The training loop: config in, run directory out (resolved config, log, metrics, checkpoints).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "config/config.h"
+
+namespace deepthin::train {
+
+struct TrainOptions {
+  std::filesystem::path run_dir;  // where everything lands
+  bool resume = false;            // continue from the newest valid checkpoint in run_dir
+  bool resume_fallback = false;   // if the newest is corrupt, take the one before
+  int64_t until_step = 0;  // stop (checkpointing) once this step is reached; 0 = run to the end
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t tokens = 0;
+  double final_loss = 0;
+  double val_loss = 0;  // NaN when there is no validation data
+  bool interrupted = false;
+};
+
+// Resolves the run directory for a config: <run.root>/<run.name or the config file's stem>.
+std::filesystem::path run_directory(const config::Config& cfg,
+                                    const std::filesystem::path& config_path);
+
+TrainResult train(const config::Config& cfg, const TrainOptions& opts);
+
+}  // namespace deepthin::train
