@@ -108,6 +108,28 @@ TEST_F(DataTest, TokenizerRoundTripsTextAndHasLlamaSpecials) {
   EXPECT_GE(ids.size(), 5u);
 }
 
+// The word-cached encoder used by data prepare gives exactly the plain encoder's ids.
+TEST_F(DataTest, CachedEncodingEqualsPlainEncoding) {
+  auto tok = data::Tokenizer::load(tok_path_);
+  data::Tokenizer::WordCache cache;
+  std::vector<std::string> texts = {" leading",
+                                    "  two leading",
+                                    "trailing ",
+                                    "trailing two  ",
+                                    "many     spaces   between",
+                                    "new\nlines \n\n and\ttabs",
+                                    "",
+                                    " ",
+                                    "   ",
+                                    "x",
+                                    "\xC3\xBCnic\xC3\xB6"
+                                    "de  and 12345 digits"};
+  texts.insert(texts.end(), docs_.begin(), docs_.begin() + 50);
+  for (const auto& t : texts)
+    EXPECT_EQ(tok.encode_cached(t, cache), tok.encode(t)) << "'" << t << "'";
+  EXPECT_GT(cache.size(), 10u);
+}
+
 TEST_F(DataTest, PreparedCountsEqualEncodedDocumentsAndSplitIsByContent) {
   auto o = prepare_opts("ds");
   o.val_fraction = 0.2;

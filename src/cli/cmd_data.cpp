@@ -1,6 +1,7 @@
 // deepthin data prepare | inspect
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -96,7 +97,8 @@ int inspect(const Argv& argv) {
   Args args("data inspect", "deepthin data inspect PATH [--split train|val]",
             "Token counts and windows of a prepared directory, shard glob or shard file.", {"PATH"},
             {{"split", "S", "Split for a prepared directory (default train)"},
-             {"seq-len", "N", "Window length to count (default 2048)"}});
+             {"seq-len", "N", "Window length to count (default 2048)"},
+             {"entropy", "", "Also print the unigram entropy of the split (nats per token)"}});
   if (!args.parse(argv)) {
     std::fputs(args.help().c_str(), stdout);
     return 0;

@@ -1,5 +1,6 @@
 #include "data/prepare.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/sha256.h"
 #include "util/strings.h"
 
@@ -145,18 +147,25 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
 
   std::vector<Document> batch;
   size_t batch_bytes = 0;
+  std::vector<Tokenizer::WordCache> caches(static_cast<size_t>(opts.threads));
+  bool use_cache = true;
+  int verified = 0;
   auto process = [&] {
-    if (tok) {
-      // Tokenise the batch in parallel, contiguous ranges per thread; order is kept.
+    if (tok && frame) {
+      // Tokenise the batch in parallel; threads take documents one at a time (sizes vary a lot),
+      // and each keeps its own word cache across batches. Order is kept by writing results in
+      // place.
       const size_t n = batch.size();
       const int t = static_cast<int>(std::min<size_t>(opts.threads, std::max<size_t>(1, n)));
+      std::atomic<size_t> next{0};
       std::vector<std::thread> pool;
       std::vector<std::exception_ptr> errors(t);
       for (int k = 0; k < t; ++k) {
         pool.emplace_back([&, k] {
           try {
-            for (size_t i = n * k / t; i < n * (k + 1) / t; ++i)
-              if (frame) batch[i].tokens = tok->encode(batch[i].text);
+            for (size_t i = next++; i < n; i = next++)
+              batch[i].tokens = use_cache ? tok->encode_cached(batch[i].text, caches[k])
+                                          : tok->encode(batch[i].text);
           } catch (...) {
             errors[k] = std::current_exception();
           }
@@ -165,6 +174,16 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
       for (auto& th : pool) th.join();
       for (auto& e : errors)
         if (e) std::rethrow_exception(e);
+      // The cached path must reproduce the plain one; check the first documents and fall back if
+      // not.
+      for (size_t i = 0; use_cache && i < n && verified < 64; ++i, ++verified) {
+        if (tok->encode(batch[i].text) != batch[i].tokens) {
+          log::warn("{}: word-cached encoding differs from plain encoding; using plain encoding",
+                    tok->path().string());
+          use_cache = false;
+          for (auto& d : batch) d.tokens = tok->encode(d.text);
+        }
+      }
     }
     for (auto& d : batch) {
       uint64_t h = frame ? fnv1a(d.text.data(), d.text.size())

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 
@@ -187,6 +188,20 @@ int64_t TokenDataset::max_token_id() const {
   for (const auto& s : shards_)
     for (int64_t i = 0; i < s->size(); ++i) mx = std::max<int64_t>(mx, s->at(i));
   return mx;
+}
+
+double TokenDataset::unigram_entropy() const {
+  std::vector<int64_t> counts;
+  for (const auto& s : shards_)
+    for (int64_t i = 0; i < s->size(); ++i) {
+      uint32_t t = s->at(i);
+      if (t >= counts.size()) counts.resize(t + 1, 0);
+      ++counts[t];
+    }
+  double h = 0, n = static_cast<double>(total_tokens_);
+  for (int64_t c : counts)
+    if (c > 0) h -= (c / n) * std::log(c / n);
+  return h;
 }
 
 void TokenDataset::check_tokenizer(const std::string& tokenizer_sha256,

@@ -68,6 +68,9 @@ class TokenDataset {
   void read_window(int64_t w, int64_t seq_len, int64_t* out) const;
   int64_t total_tokens() const { return total_tokens_; }
   int64_t max_token_id() const;  // from the manifest when there is one, else scanned
+  // Entropy of the split's own token distribution, in nats per token: the loss of the best unigram
+  // model of this data, the baseline a trained model must beat.
+  double unigram_entropy() const;
   const Json& manifest() const { return manifest_; }  // null for bare shard files
   const std::vector<std::unique_ptr<Shard>>& shards() const { return shards_; }
   // Input error when `tokenizer_sha256` differs from the manifest's (no-op without a manifest).

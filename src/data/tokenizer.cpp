@@ -45,6 +45,38 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   return std::vector<int32_t>(ids.begin(), ids.end());
 }
 
+std::vector<int32_t> Tokenizer::encode_cached(std::string_view text, WordCache& cache) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3);
+  size_t start = 0;
+  while (start < text.size()) {
+    // The word runs to the next space that follows a non-space character.
+    size_t end = start;
+    while (end < text.size() && text[end] == ' ') ++end;
+    while (end < text.size() && text[end] != ' ') ++end;
+    // Every word after the first begins with a space; the tokenizer's dummy prefix stands for one.
+    std::string_view word = text.substr(start, end - start);
+    if (start > 0) word.remove_prefix(1);
+    if (word.empty()) {
+      // A lone trailing space: encode("") is empty, so emit the "▁" piece itself (or give up on the
+      // cache for this text if the vocabulary lacks it).
+      const int id = impl_->sp.PieceToId("\xE2\x96\x81");
+      if (id == impl_->sp.unk_id()) return encode(text);
+      out.push_back(id);
+      start = end;
+      continue;
+    }
+    auto it = cache.find(std::string(word));
+    if (it == cache.end()) {
+      if (cache.size() > 2'000'000) cache.clear();  // bound the memory on pathological input
+      it = cache.emplace(std::string(word), encode(word)).first;
+    }
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    start = end;
+  }
+  return out;
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::vector<int> v(ids.begin(), ids.end());
   for (int id : v)

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace deepthin::data {
@@ -21,6 +22,13 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
   std::vector<int32_t> encode(std::string_view text) const;  // thread-safe
+
+  // encode() through a cache of word encodings: text is cut before each run of spaces, each word is
+  // encoded once and reused. Equal to encode() when no piece spans a space-delimited word boundary,
+  // which holds for tokenizers trained with split_by_whitespace (LLaMA's and deepthin's);
+  // data prepare verifies the equality on its first documents before relying on it.
+  using WordCache = std::unordered_map<std::string, std::vector<int32_t>>;
+  std::vector<int32_t> encode_cached(std::string_view text, WordCache& cache) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
   int64_t vocab_size() const;
