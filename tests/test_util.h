@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "util/fs.h"
+
 namespace deepthin::test {
 
 namespace fs = std::filesystem;
@@ -32,8 +34,7 @@ class TempDir {
     path_ = pattern;
   }
   ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
+    remove_tree(path_);
   }
   const fs::path& path() const { return path_; }
   fs::path operator/(const std::string& name) const { return path_ / name; }

@@ -62,8 +62,7 @@ fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
 
   auto all = list_checkpoints(run_dir);
   for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) {
-    std::error_code ec;
-    fs::remove_all(all[i].dir, ec);
+    remove_tree(all[i].dir);
   }
   return final_dir;
 }
@@ -135,7 +134,7 @@ void remove_stale_temporaries(const fs::path& run_dir) {
     auto n = e.path().filename().string();
     if (n.find(".tmp.") != std::string::npos || n.find(".old.") != std::string::npos) {
       log::warn("removing {} left by an interrupted checkpoint write", e.path().string());
-      fs::remove_all(e.path(), ec);
+      remove_tree(e.path());
     }
   }
 }

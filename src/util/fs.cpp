@@ -1,12 +1,15 @@
 #include "util/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "util/error.h"
 
@@ -31,6 +34,25 @@ void fsync_path(const fs::path& path) {
   if (fd < 0) return;  // best effort for directories on filesystems that refuse it
   ::fsync(fd);
   ::close(fd);
+}
+
+void remove_tree(const fs::path& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    if (DIR* d = ::opendir(path.c_str())) {
+      std::vector<std::string> names;
+      while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(n);
+      }
+      ::closedir(d);
+      for (const auto& n : names) remove_tree(path / n);
+    }
+    ::rmdir(path.c_str());
+  } else {
+    ::unlink(path.c_str());
+  }
 }
 
 void write_file_atomic(const fs::path& path, std::string_view data) {
@@ -69,7 +91,7 @@ AtomicDir::AtomicDir(fs::path final_path) : final_(std::move(final_path)) {
   tmp_ = final_;
   tmp_ += ".tmp." + std::to_string(::getpid());
   std::error_code ec;
-  fs::remove_all(tmp_, ec);
+  remove_tree(tmp_);
   if (final_.has_parent_path()) fs::create_directories(final_.parent_path(), ec);
   fs::create_directories(tmp_, ec);
   if (ec) fail_runtime("cannot create directory " + tmp_.string() + ": " + ec.message());
@@ -78,7 +100,7 @@ AtomicDir::AtomicDir(fs::path final_path) : final_(std::move(final_path)) {
 AtomicDir::~AtomicDir() {
   if (!committed_) {
     std::error_code ec;
-    fs::remove_all(tmp_, ec);
+    remove_tree(tmp_);
   }
 }
 
@@ -98,7 +120,7 @@ void AtomicDir::commit() {
   if (ec)
     fail_runtime("cannot rename " + tmp_.string() + " to " + final_.string() + ": " + ec.message());
   committed_ = true;
-  if (had_old) fs::remove_all(old, ec);
+  if (had_old) remove_tree(old);
   fsync_path(final_.has_parent_path() ? final_.parent_path() : fs::path("."));
 }
 
