@@ -1,6 +1,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -273,6 +274,18 @@ TEST_F(DataTest, PreTokenizedJsonlAndLlmcFilesLoad) {
   EXPECT_EQ(r.train_tokens, 8);  // kept as given: no BOS/EOS framing
   auto ds = data::TokenDataset::open((tmp_ / "pre").string(), "train");
   EXPECT_EQ(ds->shards()[0]->at(5), 10u);
+  // Eight distinct ids, each once: the unigram entropy is ln 8.
+  EXPECT_NEAR(ds->unigram_entropy(), std::log(8.0), 1e-12);
+  auto insp = run_cli("data inspect " + (tmp_ / "pre").string() + " --seq-len 2 --entropy");
+  EXPECT_EQ(insp.status, 0) << insp.err;
+  EXPECT_NE(insp.out.find("unigram entropy: 2.0794 nats/token"), std::string::npos) << insp.out;
+  EXPECT_NE(insp.out.find("8 tokens, 3 windows of 2+1"), std::string::npos) << insp.out;
+  write_text(tmp_ / "skew.jsonl", "{\"token_ids\": [5, 5, 6, 7]}\n");
+  o.inputs = {(tmp_ / "skew.jsonl").string()};
+  o.out = tmp_ / "skew";
+  data::prepare_dataset(o);
+  EXPECT_NEAR(data::TokenDataset::open((tmp_ / "skew").string(), "train")->unigram_entropy(),
+              -(0.5 * std::log(0.5) + 2 * 0.25 * std::log(0.25)), 1e-12);
 
   // An llm.c / nanoGPT shard: 256 int32 header (magic, version 1, count), then uint16 tokens.
   std::vector<int32_t> header(256, 0);
@@ -398,6 +411,10 @@ TEST_F(DataTest, FailureMidPrepareLeavesNothingThatLooksComplete) {
 }
 
 TEST_F(DataTest, CliErrorsExitTwo) {
+  auto sub = run_cli("data prepar");
+  EXPECT_EQ(sub.status, 2);
+  EXPECT_NE(sub.err.find("unknown data subcommand 'prepar'; did you mean 'prepare'?"), std::string::npos)
+      << sub.err;
   auto r = run_cli("data prepare --tokenizer " + tok_path_.string() + " --input " +
                    corpus_.string() + " --format xml --out " + (tmp_ / "o").string());
   EXPECT_EQ(r.status, 2);

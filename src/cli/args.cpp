@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include <cstdio>
+
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -116,6 +118,23 @@ std::string Args::help() const {
     out += left + " " + o.help + (o.repeated ? " (repeatable)" : "") + "\n";
   }
   return out;
+}
+
+int dispatch_subcommand(const std::string& group, std::initializer_list<Subcommand> subs,
+                        const std::vector<std::string>& argv) {
+  std::vector<std::string> names;
+  for (const auto& s : subs) names.push_back(s.name);
+  const std::string usage = "usage: deepthin " + group + " " + join(names, "|") + " [options]";
+  if (argv.empty()) fail_input(usage);
+  if (argv[0] == "--help" || argv[0] == "-h") {
+    std::printf("%s\n", usage.c_str());
+    return 0;
+  }
+  for (const auto& s : subs)
+    if (argv[0] == s.name) return s.run(std::vector<std::string>(argv.begin() + 1, argv.end()));
+  std::string msg = "unknown " + group + " subcommand '" + argv[0] + "'";
+  if (auto near = nearest(argv[0], names)) msg += "; did you mean '" + *near + "'?";
+  fail_input(msg + "\n" + usage);
 }
 
 Option set_option() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -45,5 +46,13 @@ class Args {
 
 // The --set option every config-taking subcommand accepts.
 Option set_option();
+
+// `deepthin GROUP NAME …`: runs the subcommand NAME with the remaining arguments.
+struct Subcommand {
+  const char* name;
+  int (*run)(const std::vector<std::string>&);
+};
+int dispatch_subcommand(const std::string& group, std::initializer_list<Subcommand> subs,
+                        const std::vector<std::string>& argv);
 
 }  // namespace deepthin::cli

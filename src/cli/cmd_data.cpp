@@ -109,22 +109,17 @@ int inspect(const Argv& argv) {
               ds->description().c_str(), ds->shards().size(),
               group_digits(ds->total_tokens()).c_str(), group_digits(ds->num_windows(T)).c_str(),
               static_cast<long long>(T), static_cast<long long>(ds->max_token_id()));
+  if (args.has("entropy")) {
+    const double h = ds->unigram_entropy();
+    std::printf("unigram entropy: %.4f nats/token (perplexity %.1f)\n", h, std::exp(h));
+  }
   return 0;
 }
 
 }  // namespace
 
 int run_data(const Argv& argv) {
-  const char* usage = "usage: deepthin data prepare|inspect [options]";
-  if (argv.empty()) fail_input(usage);
-  Argv rest(argv.begin() + 1, argv.end());
-  if (argv[0] == "prepare") return prepare(rest);
-  if (argv[0] == "inspect") return inspect(rest);
-  if (argv[0] == "--help" || argv[0] == "-h") {
-    std::printf("%s\n", usage);
-    return 0;
-  }
-  fail_input("unknown data subcommand '" + argv[0] + "'; " + usage);
+  return dispatch_subcommand("data", {{"prepare", prepare}, {"inspect", inspect}}, argv);
 }
 
 }  // namespace deepthin::cli

@@ -117,17 +117,8 @@ int decode(const Argv& argv) {
 }  // namespace
 
 int run_tokenizer(const Argv& argv) {
-  const char* usage = "usage: deepthin tokenizer train|encode|decode [options]";
-  if (argv.empty()) fail_input(usage);
-  Argv rest(argv.begin() + 1, argv.end());
-  if (argv[0] == "train") return train(rest);
-  if (argv[0] == "encode") return encode(rest);
-  if (argv[0] == "decode") return decode(rest);
-  if (argv[0] == "--help" || argv[0] == "-h") {
-    std::printf("%s\n", usage);
-    return 0;
-  }
-  fail_input("unknown tokenizer subcommand '" + argv[0] + "'; " + usage);
+  return dispatch_subcommand("tokenizer",
+                             {{"train", train}, {"encode", encode}, {"decode", decode}}, argv);
 }
 
 }  // namespace deepthin::cli
