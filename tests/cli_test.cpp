@@ -95,3 +95,18 @@ TEST(ScoreCli, BadTokenFilesExitTwoWithLine) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("model directory not found"), std::string::npos) << r.err;
 }
+
+TEST(BenchCli, ReportsEveryPartOfAStep) {
+  TempDir tmp;
+  auto cfg = write_text(
+      tmp / "b.yaml",
+      "model: {vocab_size: 64, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, max_seq_len: 16}\n"
+      "train: {micro_batch_size: 2, device: cpu}\n");
+  auto r = run_cli("bench " + cfg.string() + " --steps 1 --warmup 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = Json::parse(r.out);
+  for (const char* k : {"forward_ms", "forward_backward_ms", "loss_fwd_bwd_ms", "optimizer_ms",
+                        "step_ms", "tokens_per_s"})
+    EXPECT_TRUE(j.contains(k) && j.find(k)->as_double() > 0) << k;
+  EXPECT_EQ(j.find("seq_len")->as_int(), 16);  // train.seq_len 0 means model.max_seq_len
+}

@@ -16,5 +16,6 @@ int run_tokenizer(const Argv& argv);
 int run_data(const Argv& argv);
 int run_train(const Argv& argv);
 int run_generate(const Argv& argv);
+int run_bench(const Argv& argv);
 
 }  // namespace deepthin::cli

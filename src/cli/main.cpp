@@ -32,6 +32,8 @@ const Command kCommands[] = {
      deepthin::cli::run_train},
     {"generate", "Continue a prompt with a trained model (KV cache per effective layer)",
      deepthin::cli::run_generate},
+    {"bench", "Time the parts of a training step (forward, backward, loss, optimizer)",
+     deepthin::cli::run_bench},
     {"data", "Prepare token shards from text, JSONL or token JSONL; inspect datasets",
      deepthin::cli::run_data},
 };

@@ -1,0 +1,33 @@
+// deepthin bench CONFIG [--set …] [--steps N] [--warmup W]
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "config/config.h"
+#include "train/bench.h"
+
+namespace deepthin::cli {
+
+int run_bench(const Argv& argv) {
+  Args args("bench", "deepthin bench CONFIG [--set KEY=VALUE]... [--steps N] [--warmup W]",
+            "Time the parts of one training step (forward, forward+backward, fused loss, "
+            "optimizer, whole "
+            "step) on random tokens at the config's micro-batch, length, device and precision. "
+            "Prints JSON.",
+            {"CONFIG"},
+            {set_option(),
+             {"steps", "N", "Timed repetitions per part (default 10; median reported)"},
+             {"warmup", "W", "Untimed repetitions first (default 3)"}});
+  if (!args.parse(argv)) {
+    std::fputs(args.help().c_str(), stdout);
+    return 0;
+  }
+  auto cfg = config::load_config(args.positional(0), args.all("set"));
+  train::BenchOptions o;
+  o.steps = std::max<int64_t>(1, args.get_int("steps", 10));
+  o.warmup = std::max<int64_t>(0, args.get_int("warmup", 3));
+  std::printf("%s\n", train::bench_step(cfg, o).dump(2).c_str());
+  return 0;
+}
+
+}  // namespace deepthin::cli
