@@ -13,6 +13,13 @@
 
 using namespace deepthin;
 
+TEST(Cuda, DeviceNamesResolveToAConcreteIndex) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  EXPECT_EQ(train::parse_device("cuda").index(), 0);
+  EXPECT_EQ(train::parse_device("auto").index(), 0);
+  EXPECT_EQ(train::parse_device("cuda:0").index(), 0);
+}
+
 // A bf16-autocast CUDA forward of MobileLLM-125M agrees with the fp32 CPU forward within bf16
 // rounding.
 TEST(Cuda, Bf16ForwardOf125MMatchesFp32Cpu) {

@@ -17,6 +17,8 @@ c10::Device parse_device(const std::string& text) {
   }
   if (d.is_cuda() && !at::hasCUDA())
     fail_input("device '" + text + "' requested, but this build or machine has no CUDA");
+  // "cuda" names the first GPU: the index must be concrete for set_device and the allocator's stats.
+  if (d.is_cuda() && !d.has_index()) d = c10::Device(c10::kCUDA, 0);
   if (!d.is_cuda() && !d.is_cpu())
     fail_input("device '" + text + "' is not supported; expected cpu, cuda, cuda:N or auto");
   return d;
