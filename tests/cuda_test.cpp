@@ -20,6 +20,33 @@ TEST(Cuda, DeviceNamesResolveToAConcreteIndex) {
   EXPECT_EQ(train::parse_device("cuda:0").index(), 0);
 }
 
+// The fused CUDA RMSNorm equals the reference formula (used on the CPU), values and gradients.
+TEST(Cuda, FusedRmsNormMatchesReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  config::NormConfig nc;
+  model::Norm norm(nc, 576);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  {
+    torch::NoGradGuard ng;
+    norm->weight.copy_(1.0 + 0.1 * torch::randn({576}, gen));
+  }
+  auto x = (3.0 * torch::randn({4, 33, 576}, gen)).requires_grad_(true);
+  auto up = torch::randn({4, 33, 576}, gen);
+  auto ref = norm(x);
+  (ref * up).sum().backward();
+  auto gx_ref = x.grad().clone(), gw_ref = norm->weight.grad().clone();
+  norm->to(torch::kCUDA);
+  norm->weight.mutable_grad().reset();
+  auto xc = x.detach().to(torch::kCUDA).requires_grad_(true);
+  auto got = norm(xc);
+  (got * up.to(torch::kCUDA)).sum().backward();
+  EXPECT_TRUE(torch::allclose(got.cpu(), ref, 1e-5, 1e-5))
+      << (got.cpu() - ref).abs().max().item<double>();
+  EXPECT_TRUE(torch::allclose(xc.grad().cpu(), gx_ref, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(norm->weight.grad().cpu(), gw_ref, 1e-3, 1e-3))
+      << (norm->weight.grad().cpu() - gw_ref).abs().max().item<double>();
+}
+
 // A bf16-autocast CUDA forward of MobileLLM-125M agrees with the fp32 CPU forward within bf16
 // rounding.
 TEST(Cuda, Bf16ForwardOf125MMatchesFp32Cpu) {
