@@ -39,10 +39,7 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   const auto& tc = cfg.train;
   const c10::Device device = parse_device(tc.device);
   set_current_device(device);
-  const Precision precision =
-      tc.precision == config::PrecisionChoice::auto_
-          ? (device.is_cuda() ? Precision::bf16 : Precision::fp32)
-          : (tc.precision == config::PrecisionChoice::bf16 ? Precision::bf16 : Precision::fp32);
+  const Precision precision = resolve_precision(tc.precision, device);
   model::Decoder m(cfg.model);
   m->to(device);
   std::vector<std::pair<std::string, at::Tensor>> named;

@@ -17,7 +17,8 @@ c10::Device parse_device(const std::string& text) {
   }
   if (d.is_cuda() && !at::hasCUDA())
     fail_input("device '" + text + "' requested, but this build or machine has no CUDA");
-  // "cuda" names the first GPU: the index must be concrete for set_device and the allocator's stats.
+  // "cuda" names the first GPU: the index must be concrete for set_device and the allocator's
+  // stats.
   if (d.is_cuda() && !d.has_index()) d = c10::Device(c10::kCUDA, 0);
   if (!d.is_cuda() && !d.is_cpu())
     fail_input("device '" + text + "' is not supported; expected cpu, cuda, cuda:N or auto");
@@ -28,6 +29,18 @@ Precision parse_precision(const std::string& text) {
   if (text == "fp32") return Precision::fp32;
   if (text == "bf16") return Precision::bf16;
   fail_input("unknown precision '" + text + "'; expected fp32 or bf16");
+}
+
+Precision resolve_precision(config::PrecisionChoice choice, const c10::Device& device) {
+  switch (choice) {
+    case config::PrecisionChoice::auto_:
+      return device.is_cuda() ? Precision::bf16 : Precision::fp32;
+    case config::PrecisionChoice::bf16:
+      return Precision::bf16;
+    case config::PrecisionChoice::fp32:
+      return Precision::fp32;
+  }
+  return Precision::fp32;
 }
 
 const char* precision_name(Precision p) {

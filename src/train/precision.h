@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "config/train_config.h"
+
 namespace deepthin::train {
 
 enum class Precision { fp32, bf16 };
@@ -14,6 +16,8 @@ enum class Precision { fp32, bf16 };
 // CUDA on a machine without it.
 c10::Device parse_device(const std::string& text);
 Precision parse_precision(const std::string& text);
+// train.precision resolved for a device: auto is bf16 on CUDA and fp32 on the CPU.
+Precision resolve_precision(config::PrecisionChoice choice, const c10::Device& device);
 const char* precision_name(Precision p);
 
 // bf16 autocast for the scope's thread on the given device; a no-op for fp32. Parameters stay fp32:

@@ -156,10 +156,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   // ---- Device, precision, run directory.
   const c10::Device device = pick_device(tc.device);
   set_current_device(device);
-  const Precision precision =
-      tc.precision == config::PrecisionChoice::auto_
-          ? (device.is_cuda() ? Precision::bf16 : Precision::fp32)
-          : (tc.precision == config::PrecisionChoice::bf16 ? Precision::bf16 : Precision::fp32);
+  const Precision precision = resolve_precision(tc.precision, device);
   if (cfg.data.path.empty())
     fail_input("data.path is not set: point it at a prepared directory or shard files");
   if (!opts.resume && !list_checkpoints(run_dir).empty())
