@@ -413,7 +413,8 @@ TEST_F(DataTest, FailureMidPrepareLeavesNothingThatLooksComplete) {
 TEST_F(DataTest, CliErrorsExitTwo) {
   auto sub = run_cli("data prepar");
   EXPECT_EQ(sub.status, 2);
-  EXPECT_NE(sub.err.find("unknown data subcommand 'prepar'; did you mean 'prepare'?"), std::string::npos)
+  EXPECT_NE(sub.err.find("unknown data subcommand 'prepar'; did you mean 'prepare'?"),
+            std::string::npos)
       << sub.err;
   auto r = run_cli("data prepare --tokenizer " + tok_path_.string() + " --input " +
                    corpus_.string() + " --format xml --out " + (tmp_ / "o").string());

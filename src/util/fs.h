@@ -19,8 +19,8 @@ std::string read_file(const fs::path& path, std::string_view what = "file");
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_path(const fs::path& path);
 // Deletes a file or a directory tree; no error if it does not exist. Used instead of
-// std::filesystem::remove_all, whose copy exported by some LibTorch builds (the CUDA 13 wheel) crashes
-// when it binds ahead of libstdc++'s.
+// std::filesystem::remove_all, whose copy exported by some LibTorch builds (the CUDA 13 wheel)
+// crashes when it binds ahead of libstdc++'s.
 void remove_tree(const fs::path& path);
 
 // A directory built under a temporary sibling name and renamed into place by commit(). If commit()
