@@ -110,3 +110,12 @@ TEST(BenchCli, ReportsEveryPartOfAStep) {
     EXPECT_TRUE(j.contains(k) && j.find(k)->as_double() > 0) << k;
   EXPECT_EQ(j.find("seq_len")->as_int(), 16);  // train.seq_len 0 means model.max_seq_len
 }
+
+TEST(HelpCli, EverySubcommandPrintsUsageAndExitsZero) {
+  for (const char* cmd : {"config", "params", "init", "score", "train", "generate", "bench",
+                          "tokenizer train", "tokenizer encode", "data prepare", "data inspect"}) {
+    auto r = run_cli(std::string(cmd) + " --help");
+    EXPECT_EQ(r.status, 0) << cmd << ": " << r.err;
+    EXPECT_EQ(r.out.rfind("usage: deepthin " + std::string(cmd), 0), 0u) << cmd << ":\n" << r.out;
+  }
+}

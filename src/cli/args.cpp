@@ -41,7 +41,10 @@ bool Args::parse(const std::vector<std::string>& argv) {
         if (auto near = nearest(name, names)) msg += "; did you mean --" + *near + "?";
         fail_input(msg + "\nusage: " + usage_);
       }
-      if (opt->name == "help") return false;
+      if (opt->name == "help") {
+        std::fputs(help().c_str(), stdout);
+        return false;
+      }
       if (opt->metavar.empty()) {
         if (value) fail_input("deepthin " + command_ + ": --" + name + " takes no value");
         values_[name].push_back("true");
@@ -57,6 +60,7 @@ bool Args::parse(const std::vector<std::string>& argv) {
         fail_input("deepthin " + command_ + ": --" + name + " given more than once");
       values_[name].push_back(*value);
     } else if (a == "-h") {
+      std::fputs(help().c_str(), stdout);
       return false;
     } else {
       positional_values_.push_back(a);

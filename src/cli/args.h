@@ -23,7 +23,7 @@ class Args {
   // usage: e.g. "deepthin init CONFIG --out DIR [options]"; positionals: names of required ones.
   Args(std::string command, std::string usage, std::string summary,
        std::vector<std::string> positionals, std::vector<Option> options);
-  // Returns false when --help was asked for (the help text is then in help()).
+  // Returns false when --help was asked for, after printing the help text to stdout.
   bool parse(const std::vector<std::string>& argv);
 
   const std::string& positional(size_t i) const { return positional_values_.at(i); }

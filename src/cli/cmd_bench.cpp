@@ -18,10 +18,7 @@ int run_bench(const Argv& argv) {
             {set_option(),
              {"steps", "N", "Timed repetitions per part (default 10; median reported)"},
              {"warmup", "W", "Untimed repetitions first (default 3)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   train::BenchOptions o;
   o.steps = std::max<int64_t>(1, args.get_int("steps", 10));

@@ -20,10 +20,7 @@ int run_config(const Argv& argv) {
             "Print the fully resolved config: base: files merged, --set overrides applied, derived "
             "defaults filled in. --reference prints the markdown table of every key.",
             {"FILE"}, {set_option(), {"reference", "", "Print the reference of every config key"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   std::fputs(config::to_yaml(cfg).c_str(), stdout);
   return 0;

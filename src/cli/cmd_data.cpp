@@ -56,10 +56,7 @@ int prepare(const Argv& argv) {
        {"vocab-size", "N", "For jsonl-tokens without a tokenizer: the vocabulary size"},
        {"on-bad-line", "fail|skip", "Malformed JSONL lines stop the run (default) or are skipped"},
        {"force", "", "Replace DIR if it exists"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   data::PrepareOptions o;
   o.tokenizer = args.get("tokenizer");
   o.inputs = args.all("input");
@@ -99,10 +96,7 @@ int inspect(const Argv& argv) {
             {{"split", "S", "Split for a prepared directory (default train)"},
              {"seq-len", "N", "Window length to count (default 2048)"},
              {"entropy", "", "Also print the unigram entropy of the split (nats per token)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   auto ds = data::TokenDataset::open(args.positional(0), args.get("split", "train"));
   int64_t T = args.get_int("seq-len", 2048);
   std::printf("%s: %zu shard(s), %s tokens, %s windows of %lld+1, max token id %lld\n",

@@ -31,10 +31,7 @@ int run_generate(const Argv& argv) {
              {"device", "D", "cpu, cuda or auto (default cpu)"},
              {"precision", "P", "fp32 or bf16 (default fp32)"},
              {"no-cache", "", "Recompute the whole prefix each step (reference path)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   std::filesystem::path dir = args.positional(0);
   if (std::filesystem::is_directory(dir / "checkpoints")) {
     auto ref = train::latest_checkpoint(dir, /*fallback=*/false);

@@ -26,10 +26,7 @@ int run_init(const Argv& argv) {
        {"expand-shared", "", "Write every effective layer as its own block (plain Llama)"},
        {"dtype", "fp32|bf16", "Stored weight dtype (default fp32)"},
        {"force", "", "Replace DIR if it exists"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   if (!args.has("out")) fail_input("deepthin init: --out DIR is required");
   fs::path out = args.get("out");

@@ -25,10 +25,7 @@ int run_params(const Argv& argv) {
       {set_option(),
        {"json", "", "Print JSON instead of a table"},
        {"seq-len", "N", "Context length for the FLOP estimate (default: model.max_seq_len)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   const auto& m = cfg.model;
   int64_t seq_len = args.get_int("seq-len", m.max_seq_len);

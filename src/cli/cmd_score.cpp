@@ -18,10 +18,7 @@ int run_score(const Argv& argv) {
             {{"tokens", "FILE", "Token sequences, one per line"},
              {"device", "D", "cpu, cuda, cuda:N or auto (default cpu)"},
              {"precision", "P", "fp32 or bf16 autocast (default fp32)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   if (!args.has("tokens")) fail_input("deepthin score: --tokens FILE is required");
   auto device = train::parse_device(args.get("device", "cpu"));
   auto precision = train::parse_precision(args.get("precision", "fp32"));

@@ -31,10 +31,7 @@ int train(const Argv& argv) {
              {"max-sentences", "N", "Sentences sampled for training (default 2000000)"},
              {"threads", "N", "Trainer threads (default 2)"},
              {"out", "DIR", "Output directory (tokenizer.model, tokenizer.vocab)"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   data::TokenizerTrainOptions o;
   o.inputs = args.all("input");
   if (o.inputs.empty()) fail_input("deepthin tokenizer train: --input is required");
@@ -70,10 +67,7 @@ int encode(const Argv& argv) {
              {"input", "FILE", "File to encode"},
              {"bos", "", "Prepend the BOS id"},
              {"pieces", "", "Print pieces next to ids"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   if (!args.has("tokenizer")) fail_input("deepthin tokenizer encode: --tokenizer is required");
   auto tok = data::Tokenizer::load(args.get("tokenizer"));
   auto ids = tok.encode(read_input(args, "text"));
@@ -96,10 +90,7 @@ int decode(const Argv& argv) {
       {{"tokenizer", "M", "SentencePiece .model"},
        {"ids", "IDS", "Token ids"},
        {"input", "FILE", "File of ids"}});
-  if (!args.parse(argv)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(argv)) return 0;
   if (!args.has("tokenizer")) fail_input("deepthin tokenizer decode: --tokenizer is required");
   auto tok = data::Tokenizer::load(args.get("tokenizer"));
   std::istringstream in(read_input(args, "ids"));

@@ -39,10 +39,7 @@ int run_train(const Argv& argv) {
     rest.push_back(a);
     if (takes_value && i + 1 < argv.size()) rest.push_back(argv[++i]);
   }
-  if (!args.parse(rest)) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (!args.parse(rest)) return 0;
   train::TrainOptions opts;
   opts.resume = args.has("resume");
   opts.resume_fallback = args.has("resume-fallback");
