@@ -12,7 +12,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 # 1. System packages. Missing ones are installed when we are root (or have sudo) and apt reaches its
 #    registry; otherwise we say what is missing and let CMake report precisely what it cannot find.
 APT_PKGS=(cmake ninja-build ccache g++ pkg-config libyaml-cpp-dev libspdlog-dev libgtest-dev
-          libsentencepiece-dev sentencepiece clang-format)
+          libsentencepiece-dev sentencepiece clang-format libgloo-dev)
 missing=()
 if command -v dpkg >/dev/null; then
   for p in "${APT_PKGS[@]}"; do

@@ -62,6 +62,7 @@ int run_train(const Argv& argv) {
         "CONFIG [options]");
   }
   auto r = train::train(cfg, opts);
+  if (r.rank != 0) return 0;  // rank 0 reports for the job
   Json j = Json::object();
   j["run_dir"] = opts.run_dir.string();
   j["steps"] = r.steps;

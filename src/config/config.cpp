@@ -14,6 +14,7 @@ void Config::visit(Visitor& v) {
   v.section("eval", eval, "Validation");
   v.section("checkpoint", checkpoint, "Checkpoints");
   v.section("log", log, "Metrics logging");
+  v.section("distributed", distributed, "Data parallelism across processes (torchrun, SLURM)");
 }
 
 void Config::finalize() {

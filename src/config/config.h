@@ -22,6 +22,7 @@ struct Config : Section {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   LogConfig log;
+  DistributedConfig distributed;
 
   void visit(Visitor& v) override;
   void finalize() override;

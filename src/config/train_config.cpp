@@ -77,6 +77,23 @@ void CheckpointConfig::visit(Visitor& v) {
   v.field("keep_last", keep_last, "Checkpoints kept; older ones are deleted", kPositive);
 }
 
+void DistributedConfig::visit(Visitor& v) {
+  v.choice("backend", backend, kDistBackends,
+           "Collective backend: nccl for CUDA devices, gloo for CPU processes; auto picks by "
+           "device");
+  v.field("bucket_mb", bucket_mb,
+          "Gradients are averaged in buckets of this many MB, each launched from the backward "
+          "pass as soon as it is full",
+          kPositiveReal);
+  v.field("zero1", zero1,
+          "ZeRO-1: shard the AdamW moments across ranks (each rank updates its slice of the "
+          "parameters, then all gather them)");
+  v.field("timeout_s", timeout_s,
+          "Seconds a collective may wait for the other ranks before the run fails (a dead or "
+          "stalled rank)",
+          kPositive);
+}
+
 void LogConfig::visit(Visitor& v) {
   v.field("every", every, "Log training metrics every this many steps", kPositive);
   v.field("tensorboard", tensorboard, "Also write metrics as TensorBoard event files");

@@ -77,6 +77,17 @@ struct CheckpointConfig : Section {
   void visit(Visitor& v) override;
 };
 
+enum class DistBackend { auto_, nccl, gloo };
+inline constexpr std::array<std::string_view, 3> kDistBackends{"auto", "nccl", "gloo"};
+
+struct DistributedConfig : Section {
+  DistBackend backend = DistBackend::auto_;  // auto: NCCL on CUDA, gloo on the CPU
+  double bucket_mb = 25;                     // gradient all-reduce bucket size
+  bool zero1 = false;                        // shard AdamW state across ranks
+  int64_t timeout_s = 600;                   // a collective that waits longer fails
+  void visit(Visitor& v) override;
+};
+
 struct LogConfig : Section {
   int64_t every = 10;
   bool tensorboard = true;

@@ -9,29 +9,68 @@
 
 namespace deepthin::train {
 
+namespace {
+
+bool whole(const ParamSlice& s) {
+  return s.begin == 0 && (s.end < 0 || s.end == s.param.numel());
+}
+
+int64_t slice_end(const ParamSlice& s) {
+  return s.end < 0 ? s.param.numel() : s.end;
+}
+
+// The slice of `t` (the parameter or its gradient) that `s` covers, without autograd history.
+at::Tensor slice_of(const at::Tensor& t, const ParamSlice& s) {
+  at::Tensor d = t.detach();
+  if (whole(s)) return d;
+  return d.view(-1).narrow(0, s.begin, slice_end(s) - s.begin);
+}
+
+std::vector<ParamSlice> whole_slices(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  std::vector<ParamSlice> out;
+  for (const auto& [name, p] : named) out.push_back({name, p, 0, -1});
+  return out;
+}
+
+}  // namespace
+
 AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
              const config::OptimizerConfig& cfg)
+    : AdamW(whole_slices(named_params), cfg) {}
+
+AdamW::AdamW(const std::vector<ParamSlice>& slices, const config::OptimizerConfig& cfg)
     : cfg_(cfg) {
   decay_.weight_decay = cfg.weight_decay;
   no_decay_.weight_decay = 0.0;
-  for (const auto& [name, p] : named_params) {
+  int64_t total = 0;
+  for (const auto& s : slices) total += slice_end(s) - s.begin;
+  auto opts = slices.empty() ? at::TensorOptions().dtype(at::kFloat)
+                             : slices.front().param.options().requires_grad(false);
+  exp_avg_flat_ = at::zeros({total}, opts);
+  exp_avg_sq_flat_ = at::zeros({total}, opts);
+  int64_t offset = 0;
+  for (const auto& s : slices) {
     bool exempt = false;
-    for (const auto& pat : cfg.no_decay) exempt = exempt || name.find(pat) != std::string::npos;
+    for (const auto& pat : cfg.no_decay) exempt = exempt || s.name.find(pat) != std::string::npos;
     Group& g = exempt ? no_decay_ : decay_;
-    g.names.push_back(name);
-    g.params.push_back(p);
-    g.exp_avg.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
-    g.exp_avg_sq.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
-    g.steps.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
+    const int64_t n = slice_end(s) - s.begin;
+    g.names.push_back(s.name);
+    g.slices.push_back(s);
+    g.params.push_back(slice_of(s.param, s));
+    auto shape = g.params.back().sizes();
+    g.exp_avg.push_back(exp_avg_flat_.narrow(0, offset, n).view(shape));
+    g.exp_avg_sq.push_back(exp_avg_sq_flat_.narrow(0, offset, n).view(shape));
+    g.steps.push_back(at::zeros({}, s.param.options().dtype(at::kFloat).requires_grad(false)));
+    offset += n;
   }
 }
 
 void AdamW::step_group(Group& g, double lr) {
   if (g.params.empty()) return;
   std::vector<at::Tensor> grads;
-  for (auto& p : g.params) {
-    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-    grads.push_back(p.grad());
+  for (const auto& s : g.slices) {
+    if (!s.param.grad().defined()) s.param.mutable_grad() = at::zeros_like(s.param);
+    grads.push_back(slice_of(s.param.grad(), s));
   }
   // The kernel reads the step count after the increment (bias correction 1 − β^t needs t ≥ 1).
   at::_foreach_add_(g.steps, 1.0);
@@ -50,6 +89,9 @@ exports::TensorList AdamW::state_tensors() const {
   exports::TensorList out;
   for (const Group* g : {&decay_, &no_decay_}) {
     for (size_t i = 0; i < g->names.size(); ++i) {
+      if (!whole(g->slices[i]))
+        fail_runtime("AdamW::state_tensors: '" + g->names[i] +
+                     "' is a slice (ZeRO-1); gather the sharded state instead");
       out.emplace_back("exp_avg." + g->names[i], g->exp_avg[i].detach().cpu());
       out.emplace_back("exp_avg_sq." + g->names[i], g->exp_avg_sq[i].detach().cpu());
     }
@@ -63,14 +105,15 @@ void AdamW::load_state(const exports::TensorList& tensors, int64_t steps,
   torch::NoGradGuard no_grad;
   for (Group* g : {&decay_, &no_decay_}) {
     for (size_t i = 0; i < g->names.size(); ++i) {
+      const ParamSlice& s = g->slices[i];
       for (auto [prefix, dst] :
            {std::pair{"exp_avg.", &g->exp_avg[i]}, std::pair{"exp_avg_sq.", &g->exp_avg_sq[i]}}) {
         auto it = by_name.find(prefix + g->names[i]);
         if (it == by_name.end())
           fail_input(where + ": optimizer state '" + prefix + g->names[i] + "' is missing");
-        if (it->second.sizes() != dst->sizes())
+        if (it->second.sizes() != s.param.sizes())
           fail_input(where + ": optimizer state '" + it->first + "' has the wrong shape");
-        dst->copy_(it->second);
+        dst->copy_(slice_of(it->second, s));
       }
       g->steps[i].fill_(static_cast<double>(steps));
     }

@@ -12,10 +12,17 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <thread>
+
+#include <signal.h>
+#include <unistd.h>
 
 #include "data/loader.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "dist/comm.h"
+#include "dist/data_parallel.h"
+#include "dist/launch.h"
 #include "export/model_dir.h"
 #include "model/decoder.h"
 #include "model/param_count.h"
@@ -30,6 +37,7 @@
 #include "util/fault.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/sha256.h"
 #include "util/strings.h"
 
 namespace deepthin::train {
@@ -43,13 +51,11 @@ extern "C" void on_stop_signal(int) {
   g_stop_requested = true;
 }
 
-c10::Device pick_device(const std::string& spec) {
+c10::Device pick_device(const std::string& spec, const dist::LaunchEnv& env) {
   // Under torchrun / SLURM each process drives its local GPU.
-  const char* local = std::getenv("LOCAL_RANK");
-  if (!local) local = std::getenv("SLURM_LOCALID");
   auto d = parse_device(spec);
-  if (d.is_cuda() && local && (spec == "auto" || spec == "cuda"))
-    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(std::atoi(local)));
+  if (d.is_cuda() && env.launcher != "none" && (spec == "auto" || spec == "cuda"))
+    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   return d;
 }
 
@@ -103,8 +109,11 @@ at::Tensor batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::De
                                x.narrow(1, 1, T).reshape({-1}), lo);
 }
 
+// Mean loss over the first eval.batches validation batches; with several ranks, batch i is
+// computed by rank i mod world and the sums are all-reduced (the same number at any world size).
 double evaluate(model::Decoder& m, const std::shared_ptr<data::TokenDataset>& ds,
-                const config::Config& cfg, const c10::Device& device, Precision precision) {
+                const config::Config& cfg, const c10::Device& device, Precision precision,
+                dist::Comm& comm) {
   torch::NoGradGuard no_grad;
   const int64_t T = cfg.train.seq_len;
   const int64_t windows = ds->num_windows(T);
@@ -112,10 +121,15 @@ double evaluate(model::Decoder& m, const std::shared_ptr<data::TokenDataset>& ds
   data::Loader loader(ds, data::LoaderOptions{B, T, 0, 1, 0, /*shuffle=*/false, /*prefetch=*/0});
   const int64_t n = std::max<int64_t>(1, std::min(cfg.eval.batches, windows / B));
   double total = 0;
-  for (int64_t i = 0; i < n; ++i)
-    total += batch_loss(m, loader.next().tokens, device, precision, cfg.train.loss_chunk_tokens)
-                 .item<double>();
-  return total / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    auto batch = loader.next();
+    if (i % comm.size() != comm.rank()) continue;
+    total +=
+        batch_loss(m, batch.tokens, device, precision, cfg.train.loss_chunk_tokens).item<double>();
+  }
+  auto sum = at::full({1}, total, at::TensorOptions().dtype(at::kDouble).device(comm.device()));
+  comm.allreduce(sum, c10d::ReduceOp::SUM, "validation loss all-reduce");
+  return sum.item<double>() / static_cast<double>(n);
 }
 
 std::shared_ptr<data::TokenDataset> open_val(const config::DataConfig& d) {
@@ -153,9 +167,13 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   const fs::path& run_dir = opts.run_dir;
   const auto& tc = cfg.train;
 
-  // ---- Device, precision, run directory.
-  const c10::Device device = pick_device(tc.device);
+  // ---- Launch, device, process group, precision, run directory.
+  const dist::LaunchEnv env = dist::detect_launch();
+  const c10::Device device = pick_device(tc.device, env);
   set_current_device(device);
+  if (env.distributed() && device.is_cpu() && !std::getenv("OMP_NUM_THREADS"))
+    at::set_num_threads(std::max<int>(
+        1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size));
   const Precision precision = resolve_precision(tc.precision, device);
   if (cfg.data.path.empty())
     fail_input("data.path is not set: point it at a prepared directory or shard files");
@@ -163,9 +181,23 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     fail_input("run directory " + run_dir.string() +
                " already holds checkpoints; pass --resume to continue it, or set run.name to start "
                "another run");
-  fs::create_directories(run_dir);
-  log::configure(true, (run_dir / "train.log").string());
-  remove_stale_temporaries(run_dir);
+  auto comm = dist::Comm::create(env, device, cfg.distributed);
+  const bool rank0 = comm->rank() == 0;
+  const int world = comm->size();
+  if (rank0) {
+    fs::create_directories(run_dir);
+    log::configure(true, (run_dir / "train.log").string());
+    remove_stale_temporaries(run_dir);
+  } else {
+    log::configure(true, "", log::Level::warn);  // other ranks: warnings and errors only
+  }
+  if (comm->active()) {
+    log::info("distributed: {} over {}", env.describe(), comm->backend_name());
+    comm->check_same(
+        std::stoull(sha256_hex(config::to_yaml(cfg) + run_dir.string()).substr(0, 16), nullptr, 16),
+        "the ranks were started with different configs or run directories; launch "
+        "every rank with the same CONFIG, --set options and --resume");
+  }
 
   // ---- Data.
   auto train_ds = data::TokenDataset::open(cfg.data.path, "train");
@@ -180,12 +212,13 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       ds->check_tokenizer(tok.sha256(), tok.path().string());
     }
   }
-  const int64_t tokens_per_step = tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len;
+  const int64_t tokens_per_step =
+      tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len * static_cast<int64_t>(world);
   const int64_t total_steps =
       tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + tokens_per_step - 1) / tokens_per_step;
   if (total_steps <= 0) fail_input("set train.max_steps or train.max_tokens to a positive number");
-  data::Loader loader(train_ds, data::LoaderOptions{tc.micro_batch_size, tc.seq_len, 0, 1,
-                                                    static_cast<uint64_t>(tc.seed), true,
+  data::Loader loader(train_ds, data::LoaderOptions{tc.micro_batch_size, tc.seq_len, comm->rank(),
+                                                    world, static_cast<uint64_t>(tc.seed), true,
                                                     static_cast<int>(cfg.data.prefetch)});
 
   // ---- Model and optimizer: fp32 master weights on the device.
@@ -198,9 +231,20 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     named.emplace_back(item.key(), item.value());
     params.push_back(item.value());
   }
-  AdamW optimizer(named, cfg.optimizer);
+  std::unique_ptr<dist::DataParallel> dp;
+  if (comm->active()) {
+    dp = std::make_unique<dist::DataParallel>(comm, named, cfg.distributed.bucket_mb,
+                                              cfg.distributed.zero1);
+    dp->broadcast_parameters();
+    log::info("data parallel: {} gradient buckets of up to {} MB{}", dp->num_buckets(),
+              log::fixed(cfg.distributed.bucket_mb, 1),
+              dp->zero1() ? ", ZeRO-1 (this rank updates " +
+                                group_digits(dp->shard_end() - dp->shard_begin()) + " elements)"
+                          : std::string());
+  }
+  AdamW optimizer = dp ? AdamW(dp->optimizer_slices(), cfg.optimizer) : AdamW(named, cfg.optimizer);
 
-  // ---- Resume.
+  // ---- Resume: every rank reads the same checkpoint.
   TrainerState state;
   state.loader = loader.state();
   if (opts.resume) {
@@ -227,15 +271,20 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       log::info("no checkpoint in {}: starting from scratch", run_dir.string());
     }
   }
-  write_file_atomic(run_dir / "config.yaml", config::to_yaml(cfg));
-  MetricsLog metrics(run_dir, cfg.log.tensorboard, opts.resume ? state.step : -1);
+  std::optional<MetricsLog> metrics;
+  if (rank0) {
+    write_file_atomic(run_dir / "config.yaml", config::to_yaml(cfg));
+    metrics.emplace(run_dir, cfg.log.tensorboard, opts.resume ? state.step : -1);
+  }
 
   const auto counts = model::count_params(cfg.model);
   const double flops_per_token =
       static_cast<double>(model::training_flops_per_token(cfg.model, tc.seq_len));
   const double peak_tflops = tc.peak_tflops > 0 ? tc.peak_tflops : known_peak_tflops(device);
-  log::info("model: {} parameters, {} effective layers; {} on {} ({})", group_digits(counts.total),
-            counts.effective_layers, precision_name(precision), device_name(device), device.str());
+  log::info("model: {} parameters, {} effective layers; {} on {} ({}){}",
+            group_digits(counts.total), counts.effective_layers, precision_name(precision),
+            device_name(device), device.str(),
+            world > 1 ? " × " + std::to_string(world) + " ranks" : std::string());
   log::info("data: {} ({} tokens, {} windows); {} tokens/step, {} steps ({} tokens)",
             train_ds->description(), group_digits(train_ds->total_tokens()),
             group_digits(loader.num_windows()), group_digits(tokens_per_step), total_steps,
@@ -247,6 +296,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
 
   // ---- The loop.
   TrainResult result;
+  result.rank = comm->rank();
   result.val_loss = NAN;
   const double elapsed_before = state.elapsed_s;
   const auto t_start = Clock::now();
@@ -254,39 +304,54 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   int64_t window_tokens = 0, window_steps = 0, bad_in_a_row = 0;
   double window_loss = 0;
   reset_peak_memory(device);
+  const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm->device());
   auto checkpoint = [&] {
+    // Collective under ZeRO-1 (the moments are gathered); rank 0 writes.
+    auto opt_state = dp ? dp->gather_optimizer_state(optimizer) : optimizer.state_tensors();
+    if (!rank0) return;
     state.loader = loader.state();
     state.elapsed_s =
         elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
     state.cpu_rng = to_hex(at::detail::getDefaultCPUGenerator().get_state());
-    auto dir = save_checkpoint(run_dir, model, cfg, optimizer.state_tensors(), state,
-                               cfg.checkpoint.keep_last);
+    auto dir = save_checkpoint(run_dir, model, cfg, opt_state, state, cfg.checkpoint.keep_last);
     log::info("checkpoint {}", dir.string());
   };
   auto run_eval = [&] {
     if (!val_ds) return;
-    double v = evaluate(model, val_ds, cfg, device, precision);
+    double v = evaluate(model, val_ds, cfg, device, precision, *comm);
     result.val_loss = v;
+    if (!rank0) return;
     Json j = Json::object();
     j["type"] = "eval";
     j["step"] = state.step;
     j["tokens"] = state.tokens;
     j["val_loss"] = v;
     j["val_ppl"] = std::exp(v);
-    metrics.write(j);
+    metrics->write(j);
     log::info("eval step {}: val loss {}, perplexity {}", state.step, log::fixed(v, 4),
               log::fixed(std::exp(v), 2));
   };
 
   while (state.step < total_steps) {
     const double lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, total_steps);
-    double step_loss = 0;
+    at::Tensor loss_sum;
     for (int64_t micro = 0; micro < tc.grad_accum_steps; ++micro) {
+      if (dp) dp->begin_backward(micro + 1 == tc.grad_accum_steps);
       auto loss = batch_loss(model, loader.next().tokens, device, precision, tc.loss_chunk_tokens);
       if (fault_at("nan_at", state.step + 1)) loss = loss * NAN;  // test hook
       (loss / static_cast<double>(tc.grad_accum_steps)).backward();
-      step_loss += loss.detach().item<double>() / static_cast<double>(tc.grad_accum_steps);
+      auto part = loss.detach().to(at::kDouble) / static_cast<double>(tc.grad_accum_steps);
+      loss_sum = micro == 0 ? part : loss_sum + part;
     }
+    if (dp) dp->finish_gradients();
+    // One small all-reduce per step: the mean loss over ranks and whether any rank was asked to
+    // stop (so that all stop at the same step).
+    auto stats = at::stack(
+        {loss_sum.to(comm->device()), at::scalar_tensor(g_stop_requested ? 1.0 : 0.0, stat_opts)});
+    comm->allreduce(stats, c10d::ReduceOp::SUM, "loss all-reduce");
+    stats = stats.cpu();
+    const double step_loss = stats[0].item<double>() / world;
+    const bool stop_signal = stats[1].item<double>() > 0;
     const double grad_norm = clip_gradients(params, tc.grad_clip);
     ++state.step;
     state.tokens += tokens_per_step;
@@ -307,54 +372,77 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     } else {
       bad_in_a_row = 0;
       optimizer.step(lr);
+      if (dp) dp->gather_parameters();
       window_loss += step_loss;
       result.final_loss = step_loss;
     }
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
+    if (dp) {
+      dp->zero_grad();
+    } else {
+      for (auto& p : params)
+        if (p.grad().defined()) p.mutable_grad().zero_();
+    }
     window_tokens += tokens_per_step;
     ++window_steps;
+    if (fault_at("exit_at", state.step)) {  // test hook: this rank dies
+      std::fprintf(stderr, "deepthin: fault injection: killing rank %d at step %lld\n",
+                   comm->rank(), static_cast<long long>(state.step));
+      std::fflush(stderr);
+      kill(getpid(), SIGKILL);
+    }
+    if (fault_at("hang_at", state.step)) {  // test hook: this rank stalls
+      std::fprintf(stderr, "deepthin: fault injection: rank %d stalls at step %lld\n", comm->rank(),
+                   static_cast<long long>(state.step));
+      std::fflush(stderr);
+      for (;;) pause();
+    }
 
     const bool last_step = state.step == total_steps;
     if (state.step % cfg.log.every == 0 || last_step) {
       synchronize(device);
       const double dt = std::chrono::duration<double>(Clock::now() - t_window).count();
       const double tps = static_cast<double>(window_tokens) / dt;
-      const double mfu = peak_tflops > 0 ? flops_per_token * tps / (peak_tflops * 1e12) : NAN;
-      const double mem = peak_memory_gb(device);
+      const double mfu =
+          peak_tflops > 0 ? flops_per_token * tps / (peak_tflops * 1e12 * world) : NAN;
+      auto mem_t = at::full({1}, peak_memory_gb(device), stat_opts);
+      comm->allreduce(mem_t, c10d::ReduceOp::MAX, "memory all-reduce");
+      const double mem = mem_t.item<double>();
       const double eta =
           static_cast<double>(total_steps - state.step) * dt / static_cast<double>(window_steps);
-      Json j = Json::object();
-      j["type"] = "train";
-      j["step"] = state.step;
-      j["tokens"] = state.tokens;
-      j["loss"] = window_loss / static_cast<double>(std::max<int64_t>(1, window_steps));
-      j["lr"] = lr;
-      j["grad_norm"] = grad_norm;
-      j["tokens_per_s"] = tps;
-      if (std::isfinite(mfu)) j["mfu"] = mfu;
-      j["peak_mem_gb"] = mem;
-      j["step_time_s"] = dt / static_cast<double>(window_steps);
-      metrics.write(j);
-      log::info("step {}/{} | loss {} | lr {} | gnorm {} | {} tok/s | MFU {} | mem {} GB | ETA {}",
-                state.step, total_steps, log::fixed(j["loss"].as_double(), 4), log::sci(lr, 2),
-                log::fixed(grad_norm, 3), human_count(tps),
-                std::isfinite(mfu) ? log::fixed(100 * mfu, 1) + "%" : std::string("n/a"),
-                log::fixed(mem, 2), format_duration(eta));
+      if (rank0) {
+        Json j = Json::object();
+        j["type"] = "train";
+        j["step"] = state.step;
+        j["tokens"] = state.tokens;
+        j["loss"] = window_loss / static_cast<double>(std::max<int64_t>(1, window_steps));
+        j["lr"] = lr;
+        j["grad_norm"] = grad_norm;
+        j["tokens_per_s"] = tps;
+        if (world > 1) j["tokens_per_s_per_device"] = tps / world;
+        if (std::isfinite(mfu)) j["mfu"] = mfu;
+        j["peak_mem_gb"] = mem;
+        j["step_time_s"] = dt / static_cast<double>(window_steps);
+        metrics->write(j);
+        log::info(
+            "step {}/{} | loss {} | lr {} | gnorm {} | {} tok/s | MFU {} | mem {} GB | ETA {}",
+            state.step, total_steps, log::fixed(j["loss"].as_double(), 4), log::sci(lr, 2),
+            log::fixed(grad_norm, 3), human_count(tps),
+            std::isfinite(mfu) ? log::fixed(100 * mfu, 1) + "%" : std::string("n/a"),
+            log::fixed(mem, 2), format_duration(eta));
+      }
       t_window = Clock::now();
       window_tokens = window_steps = 0;
       window_loss = 0;
     }
     if (cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last_step) run_eval();
-    const bool stop_now =
-        g_stop_requested || (opts.until_step > 0 && state.step >= opts.until_step);
+    const bool stop_now = stop_signal || (opts.until_step > 0 && state.step >= opts.until_step);
     if ((cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last_step ||
         stop_now)
       checkpoint();
     if (stop_now && !last_step) {
       result.interrupted = true;
       log::info("stopping at step {} ({}); continue with --resume {}", state.step,
-                g_stop_requested ? "signal" : "--until-step", run_dir.string());
+                stop_signal ? "signal" : "--until-step", run_dir.string());
       break;
     }
   }

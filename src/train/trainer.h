@@ -23,6 +23,7 @@ struct TrainResult {
   double final_loss = 0;
   double val_loss = 0;  // NaN when there is no validation data
   bool interrupted = false;
+  int rank = 0;  // this process in a distributed run (only rank 0 reports)
 };
 
 // Resolves the run directory for a config: <run.root>/<run.name or the config file's stem>.
