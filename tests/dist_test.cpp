@@ -388,6 +388,56 @@ TEST_F(DistTest, TorchrunLaunchesItAsIs) {
             read_text(ckpt("torchrun", 4) / "model.safetensors"));
 }
 
+// Runs a shell command line; stdout and stderr captured.
+CliResult shell(const std::string& cmd) {
+  TempDir t;
+  int rc = std::system(
+      ("(" + cmd + ") >" + (t / "out").string() + " 2>" + (t / "err").string()).c_str());
+  CliResult r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = read_text(t / "out");
+  r.err = read_text(t / "err");
+  return r;
+}
+
+TEST_F(DistTest, LaunchScriptOneNodeAndTwoNodes) {
+  auto ours = launch(2, "--set run.name=ours");
+  ASSERT_EQ(ours.ranks[0].status, 0) << ours.ranks[0].err;
+  const std::string script = (source_dir() / "scripts" / "launch.sh").string();
+  const std::string cfg = (tmp_ / "cfg.yaml").string();
+  const std::string bin = std::string(" --bin ") + DEEPTHIN_CLI;
+  // One node, two processes.
+  auto one =
+      shell("OMP_NUM_THREADS=1 " + script + " --nproc 2 --port " + std::to_string(free_port()) +
+            bin + " -- " + "train " + cfg + " --set run.name=node1");
+  ASSERT_EQ(one.status, 0) << one.err;
+  // Two "nodes" of one process each, started separately.
+  const std::string port = std::to_string(free_port());
+  std::string two = "(OMP_NUM_THREADS=1 " + script + " --nproc 1 --nnodes 2 --node-rank 1 --port " +
+                    port + bin + " -- train " + cfg + " --set run.name=nodes2 >/dev/null 2>" +
+                    (tmp_ / "n1").string() + " & OMP_NUM_THREADS=1 " + script +
+                    " --nproc 1 --nnodes 2 --node-rank 0 --port " + port + bin + " -- train " +
+                    cfg + " --set run.name=nodes2 >/dev/null 2>" + (tmp_ / "n0").string() +
+                    "; wait)";
+  std::system(two.c_str());
+  EXPECT_NE(read_text(tmp_ / "n0").find("rank 0 of 2 (local 0 of 1, node 0"), std::string::npos)
+      << read_text(tmp_ / "n0");
+  for (const char* run : {"node1", "nodes2"})
+    EXPECT_EQ(read_text(ckpt("ours", 4) / "model.safetensors"),
+              read_text(ckpt(run, 4) / "model.safetensors"))
+        << run;
+  // A rank that dies takes the node down with a non-zero status.
+  auto dead = shell("OMP_NUM_THREADS=1 DEEPTHIN_FAULT=exit_at:2 " + script + " --nproc 2 --port " +
+                    std::to_string(free_port()) + bin + " -- " + "train " + cfg +
+                    " --set run.name=dead --set train.max_steps=40");
+  EXPECT_NE(dead.status, 0);
+  EXPECT_NE(dead.err.find("stopping the others"), std::string::npos) << dead.err;
+  // Bad launcher input.
+  auto bad = shell(script + " --nproc x" + bin + " -- train " + cfg);
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--nproc must be a number"), std::string::npos) << bad.err;
+}
+
 TEST_F(DistTest, SlurmEnvironmentTrains) {
   // srun's variables, as two tasks on one node.
   std::string base = std::string("SLURM_NTASKS=2 SLURM_STEP_NUM_TASKS=2 SLURM_NODEID=0 ") +
