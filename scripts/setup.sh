@@ -34,17 +34,21 @@ fi
 
 # 2. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
 #    machine); else create .venv with the CPU wheel of torch 2.13.0 and the cross-check packages.
-have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard' >/dev/null 2>&1; }
-if [ -x .venv/bin/python ] && have_py .venv/bin/python; then
+have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib' >/dev/null 2>&1; }
+PY_PKGS=(transformers safetensors numpy tensorboard matplotlib)
+if [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   PY=$ROOT/.venv/bin/python
+  # Packages added since the venv was made.
+  have_py "$PY" || .venv/bin/pip install -q --disable-pip-version-check "${PY_PKGS[@]}" ||
+    log "warning: could not install ${PY_PKGS[*]} into .venv"
 elif command -v python3 >/dev/null && python3 -c 'import torch' >/dev/null 2>&1; then
   PY=$(command -v python3)
-  have_py "$PY" || log "warning: $PY lacks transformers/safetensors/numpy/tensorboard; the cross-check tests will fail"
+  have_py "$PY" || log "warning: $PY lacks one of ${PY_PKGS[*]}; the cross-check tests or report plots will fail"
 else
-  log "creating .venv with torch==2.13.0, transformers, safetensors, numpy"
+  log "creating .venv with torch==2.13.0 and ${PY_PKGS[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-  .venv/bin/pip install -q --disable-pip-version-check transformers safetensors numpy tensorboard
+  .venv/bin/pip install -q --disable-pip-version-check "${PY_PKGS[@]}"
   PY=$ROOT/.venv/bin/python
 fi
 log "python: $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))"

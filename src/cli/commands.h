@@ -14,6 +14,8 @@ int run_init(const Argv& argv);
 int run_score(const Argv& argv);
 int run_tokenizer(const Argv& argv);
 int run_data(const Argv& argv);
+int run_sweep(const Argv& argv);
+int run_report(const Argv& argv);
 int run_train(const Argv& argv);
 int run_generate(const Argv& argv);
 int run_bench(const Argv& argv);

@@ -36,6 +36,9 @@ const Command kCommands[] = {
      deepthin::cli::run_bench},
     {"data", "Prepare token shards from text, JSONL or token JSONL; inspect datasets",
      deepthin::cli::run_data},
+    {"sweep", "Expand an experiment into runs (budget solver for depth vs width) and train them",
+     deepthin::cli::run_sweep},
+    {"report", "Tables (CSV, markdown) and plots of a sweep's results", deepthin::cli::run_report},
 };
 
 void print_usage() {

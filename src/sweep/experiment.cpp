@@ -1,0 +1,358 @@
+#include "sweep/experiment.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "config/tree.h"
+#include "model/param_count.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/strings.h"
+
+namespace deepthin::sweep {
+
+namespace fs = std::filesystem;
+using config::Node;
+
+namespace {
+
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * fraction);
+  return buf;
+}
+
+std::string where(const Node& n) {
+  return n.source.str();
+}
+
+// A node as inline YAML, for `--set key=<this>`.
+std::string inline_yaml(const Node& n) {
+  switch (n.kind) {
+    case Node::Kind::null:
+      return "null";
+    case Node::Kind::scalar: {
+      if (!n.quoted) return n.scalar;
+      std::string q = "'";
+      for (char c : n.scalar) q += c == '\'' ? std::string("''") : std::string(1, c);
+      return q + "'";
+    }
+    case Node::Kind::sequence: {
+      std::vector<std::string> parts;
+      for (const auto& i : n.items) parts.push_back(inline_yaml(i));
+      return "[" + join(parts, ", ") + "]";
+    }
+    case Node::Kind::map: {
+      std::vector<std::string> parts;
+      for (const auto& [k, v] : n.entries) parts.push_back(k + ": " + inline_yaml(v));
+      return "{" + join(parts, ", ") + "}";
+    }
+  }
+  return "";
+}
+
+// Dotted keys from a possibly nested map: {train: {max_steps: 5}} and {train.max_steps: 5} both
+// give ("train.max_steps", 5).
+void flatten(const Node& m, const std::string& prefix,
+             std::vector<std::pair<std::string, const Node*>>& out) {
+  for (const auto& [k, v] : m.entries) {
+    std::string key = prefix.empty() ? k : prefix + "." + k;
+    if (v.kind == Node::Kind::map && !v.entries.empty())
+      flatten(v, key, out);
+    else
+      out.emplace_back(key, &v);
+  }
+}
+
+const Node& need(const Node& m, const std::string& key, const std::string& what) {
+  const Node* n = m.find(key);
+  if (!n) fail_input(where(m) + ": " + what + " needs '" + key + "'");
+  return *n;
+}
+
+double as_number(const Node& n, const std::string& key) {
+  if (n.kind != Node::Kind::scalar || n.quoted)
+    fail_input(where(n) + ": '" + key + "' must be a number, got " + n.describe());
+  try {
+    size_t used = 0;
+    double v = std::stod(n.scalar, &used);
+    if (used != n.scalar.size()) throw std::invalid_argument("");
+    return v;
+  } catch (const std::exception&) {
+    fail_input(where(n) + ": '" + key + "' must be a number, got " + n.describe());
+  }
+}
+
+int64_t as_int(const Node& n, const std::string& key, int64_t lo) {
+  double v = as_number(n, key);
+  if (v != std::floor(v) || v < static_cast<double>(lo))
+    fail_input(where(n) + ": '" + key + "' must be an integer >= " + std::to_string(lo) + ", got " +
+               n.scalar);
+  return static_cast<int64_t>(v);
+}
+
+const Node& as_list(const Node& n, const std::string& key) {
+  if (n.kind != Node::Kind::sequence || n.items.empty())
+    fail_input(where(n) + ": '" + key + "' must be a non-empty list, got " + n.describe());
+  return n;
+}
+
+void check_keys(const Node& m, std::initializer_list<const char*> allowed,
+                const std::string& what) {
+  std::vector<std::string> names(allowed.begin(), allowed.end());
+  for (const auto& [k, v] : m.entries) {
+    if (std::find(names.begin(), names.end(), k) != names.end()) continue;
+    std::string msg = where(v) + ": unknown key '" + k + "' in " + what;
+    if (auto near = nearest(k, names)) msg += "; did you mean '" + *near + "'?";
+    fail_input(msg + " (allowed: " + join(names, ", ") + ")");
+  }
+}
+
+// The last component of a dotted key, for run names: "model.ffn.type" -> "type".
+std::string leaf(const std::string& key) {
+  auto dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+std::string name_part(const std::string& key, const std::string& value) {
+  std::string v;
+  for (char c : value)
+    v += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
+  return leaf(key) + "-" + v;
+}
+
+struct Point {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> overrides;
+  std::map<std::string, std::string> axes;
+};
+
+std::vector<Point> cross(const std::vector<Point>& a, const std::vector<Point>& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  std::vector<Point> out;
+  for (const auto& x : a)
+    for (const auto& y : b) {
+      Point p = x;
+      p.name += "_" + y.name;
+      p.overrides.insert(p.overrides.end(), y.overrides.begin(), y.overrides.end());
+      p.axes.insert(y.axes.begin(), y.axes.end());
+      out.push_back(p);
+    }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Shape> solve_budget(const config::ModelConfig& base, const Budget& b) {
+  std::vector<Shape> out;
+  auto params_of = [&](int64_t layers, int64_t dim, int64_t heads, int64_t kv, int64_t ffn) {
+    config::ModelConfig m = base;
+    m.n_layers = layers;
+    m.dim = dim;
+    m.n_heads = heads;
+    m.n_kv_heads = kv;
+    m.head_dim = b.head_dim;
+    m.ffn.hidden_dim = ffn;
+    return model::count_params(m).total;
+  };
+  for (int64_t depth : b.depths) {
+    double best_score = INFINITY;
+    Shape best;
+    for (int64_t heads = 1; heads * b.head_dim <= 16384; ++heads) {
+      if (heads % b.kv_group != 0) continue;
+      const int64_t dim = heads * b.head_dim, kv = heads / b.kv_group;
+      // Parameters are linear in the FFN width: solve for the width that lands on the budget.
+      const double p1 = static_cast<double>(params_of(depth, dim, heads, kv, b.ffn_multiple));
+      const double p2 = static_cast<double>(params_of(depth, dim, heads, kv, 2 * b.ffn_multiple));
+      const double slope = (p2 - p1) / static_cast<double>(b.ffn_multiple);
+      const double ffn = static_cast<double>(b.ffn_multiple) + (b.params - p1) / slope;
+      if (ffn < static_cast<double>(b.ffn_multiple)) break;  // wider only gets further away
+      const double score = std::abs(std::log(ffn / static_cast<double>(dim) / b.ffn_ratio));
+      if (score < best_score) {
+        best_score = score;
+        const int64_t f = std::max<int64_t>(
+            b.ffn_multiple,
+            static_cast<int64_t>(std::llround(ffn / b.ffn_multiple)) * b.ffn_multiple);
+        best = Shape{depth, dim, heads, kv, f, params_of(depth, dim, heads, kv, f)};
+      }
+    }
+    if (best.dim == 0 ||
+        std::abs(static_cast<double>(best.params) - b.params) / b.params > b.tolerance)
+      fail_input("budget: no shape with " + std::to_string(depth) + " layers lands within " +
+                 percent(b.tolerance) + " of " + human_count(b.params) + " parameters (head_dim " +
+                 std::to_string(b.head_dim) + ", kv_group " + std::to_string(b.kv_group) + ")" +
+                 (best.dim ? "; closest: dim " + std::to_string(best.dim) + ", FFN " +
+                                 std::to_string(best.ffn_hidden) + ", " +
+                                 group_digits(best.params) + " parameters"
+                           : std::string()));
+    out.push_back(best);
+  }
+  return out;
+}
+
+int64_t run_tokens(const config::Config& c, int world) {
+  return c.train.max_steps * c.train.micro_batch_size * c.train.grad_accum_steps * c.train.seq_len *
+         world;
+}
+
+Experiment load_experiment(const fs::path& file, const std::vector<std::string>& extra_sets) {
+  Experiment e;
+  e.file = file;
+  std::error_code ec;
+  if (!fs::exists(file, ec)) fail_input("experiment file " + file.string() + " not found");
+  Node root = config::parse_yaml(read_file(file), file.string());
+  if (root.kind != Node::Kind::map)
+    fail_input(file.string() + ": an experiment must be a mapping, got " + root.describe());
+  check_keys(root, {"name", "description", "base", "set", "seeds", "budget", "zip", "grid"},
+             "an experiment");
+  e.name = root.find("name") ? root.find("name")->scalar : file.stem().string();
+  if (const Node* d = root.find("description")) e.description = d->scalar;
+  const Node& base = need(root, "base", "an experiment");
+  if (base.kind != Node::Kind::scalar || base.scalar.empty())
+    fail_input(where(base) + ": 'base' must be the path of a config file");
+  e.base = file.parent_path() / base.scalar;
+  if (!fs::exists(e.base, ec))
+    fail_input(where(base) + ": base config " + e.base.string() + " not found");
+
+  std::vector<std::string> common;
+  if (const Node* s = root.find("set")) {
+    if (s->kind != Node::Kind::map) fail_input(where(*s) + ": 'set' must be a mapping of keys");
+    std::vector<std::pair<std::string, const Node*>> flat;
+    flatten(*s, "", flat);
+    for (const auto& [k, v] : flat) common.push_back(k + "=" + inline_yaml(*v));
+  }
+  common.insert(common.end(), extra_sets.begin(), extra_sets.end());
+  const config::Config base_cfg = config::load_config(e.base, common);
+
+  std::vector<int64_t> seeds{base_cfg.train.seed};
+  if (const Node* s = root.find("seeds")) {
+    seeds.clear();
+    for (const auto& i : as_list(*s, "seeds").items) seeds.push_back(as_int(i, "seeds", 0));
+    if (std::set<int64_t>(seeds.begin(), seeds.end()).size() != seeds.size())
+      fail_input(where(*s) + ": 'seeds' repeats a seed");
+  }
+
+  std::vector<Point> points;
+  if (const Node* bn = root.find("budget")) {
+    if (bn->kind != Node::Kind::map) fail_input(where(*bn) + ": 'budget' must be a mapping");
+    check_keys(
+        *bn, {"params", "depths", "head_dim", "ffn_ratio", "kv_group", "ffn_multiple", "tolerance"},
+        "budget");
+    Budget b;
+    b.params = as_number(need(*bn, "params", "budget"), "params");
+    for (const auto& d : as_list(need(*bn, "depths", "budget"), "depths").items)
+      b.depths.push_back(as_int(d, "depths", 1));
+    if (const Node* n = bn->find("head_dim")) b.head_dim = as_int(*n, "head_dim", 2);
+    if (const Node* n = bn->find("ffn_ratio")) b.ffn_ratio = as_number(*n, "ffn_ratio");
+    if (const Node* n = bn->find("kv_group")) b.kv_group = as_int(*n, "kv_group", 1);
+    if (const Node* n = bn->find("ffn_multiple")) b.ffn_multiple = as_int(*n, "ffn_multiple", 1);
+    if (const Node* n = bn->find("tolerance")) b.tolerance = as_number(*n, "tolerance");
+    if (b.params <= 0 || b.ffn_ratio <= 0 || b.head_dim % 2 != 0)
+      fail_input(where(*bn) + ": budget needs params > 0, ffn_ratio > 0 and an even head_dim");
+    e.has_budget = true;
+    e.axis_keys = {"model.n_layers", "model.dim"};
+    for (const auto& s : solve_budget(base_cfg.model, b)) {
+      Point p;
+      p.name = "L" + std::to_string(s.n_layers) + "-d" + std::to_string(s.dim);
+      p.overrides = {{"model.n_layers", std::to_string(s.n_layers)},
+                     {"model.dim", std::to_string(s.dim)},
+                     {"model.n_heads", std::to_string(s.n_heads)},
+                     {"model.n_kv_heads", std::to_string(s.n_kv_heads)},
+                     {"model.head_dim", std::to_string(b.head_dim)},
+                     {"model.ffn.hidden_dim", std::to_string(s.ffn_hidden)}};
+      p.axes = {{"model.n_layers", std::to_string(s.n_layers)},
+                {"model.dim", std::to_string(s.dim)}};
+      points.push_back(p);
+    }
+  }
+  if (const Node* z = root.find("zip")) {
+    if (z->kind != Node::Kind::map || z->entries.empty())
+      fail_input(where(*z) + ": 'zip' must map keys to lists of equal length");
+    std::vector<std::string> names;
+    std::vector<std::pair<std::string, const Node*>> cols;
+    for (const auto& [k, v] : z->entries) {
+      as_list(v, k);
+      if (k == "names") {
+        for (const auto& i : v.items) names.push_back(i.scalar);
+        continue;
+      }
+      cols.emplace_back(k, &v);
+      e.axis_keys.push_back(k);
+    }
+    if (cols.empty()) fail_input(where(*z) + ": 'zip' has no keys besides names");
+    const size_t n = cols.front().second->items.size();
+    for (const auto& [k, v] : cols)
+      if (v->items.size() != n)
+        fail_input(where(*v) + ": zip lists must have equal lengths: '" + k + "' has " +
+                   std::to_string(v->items.size()) + ", '" + cols.front().first + "' has " +
+                   std::to_string(n));
+    if (!names.empty() && names.size() != n)
+      fail_input(where(*z->find("names")) + ": zip 'names' has " + std::to_string(names.size()) +
+                 " entries for " + std::to_string(n) + " points");
+    std::vector<Point> zp;
+    for (size_t i = 0; i < n; ++i) {
+      Point p;
+      std::vector<std::string> parts;
+      for (const auto& [k, v] : cols) {
+        const std::string val = inline_yaml(v->items[i]);
+        p.overrides.emplace_back(k, val);
+        p.axes[k] = v->items[i].scalar.empty() ? val : v->items[i].scalar;
+        parts.push_back(name_part(k, p.axes[k]));
+      }
+      p.name = names.empty() ? join(parts, "_") : names[i];
+      zp.push_back(p);
+    }
+    points = cross(points, zp);
+  }
+  if (const Node* g = root.find("grid")) {
+    if (g->kind != Node::Kind::map || g->entries.empty())
+      fail_input(where(*g) + ": 'grid' must map keys to lists of values");
+    for (const auto& [k, v] : g->entries) {
+      as_list(v, k);
+      e.axis_keys.push_back(k);
+      std::vector<Point> axis;
+      for (const auto& item : v.items) {
+        Point p;
+        const std::string val = inline_yaml(item);
+        p.overrides.emplace_back(k, val);
+        p.axes[k] = item.scalar.empty() ? val : item.scalar;
+        p.name = name_part(k, p.axes[k]);
+        axis.push_back(p);
+      }
+      points = cross(points, axis);
+    }
+  }
+  if (points.empty()) points.push_back(Point{"base", {}, {}});
+
+  std::set<std::string> seen;
+  for (const auto& p : points) {
+    if (!seen.insert(p.name).second)
+      fail_input(file.string() + ": two points are both named '" + p.name +
+                 "'; give zip 'names' that differ");
+    for (int64_t seed : seeds) {
+      RunSpec r;
+      r.point = p.name;
+      r.seed = seed;
+      r.name = p.name + "_s" + std::to_string(seed);
+      r.overrides = p.overrides;
+      r.axes = p.axes;
+      std::vector<std::string> sets = common;
+      for (const auto& [k, v] : p.overrides) sets.push_back(k + "=" + v);
+      sets.push_back("train.seed=" + std::to_string(seed));
+      try {
+        r.config = config::load_config(e.base, sets);
+      } catch (const Error& err) {
+        throw Error(err.kind(), file.string() + ": run '" + r.name + "': " + err.what());
+      }
+      e.runs.push_back(std::move(r));
+    }
+  }
+  return e;
+}
+
+}  // namespace deepthin::sweep

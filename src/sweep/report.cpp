@@ -1,0 +1,384 @@
+#include "sweep/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "config/config.h"
+#include "model/param_count.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/json.h"
+#include "util/strings.h"
+
+namespace deepthin::sweep {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Drawn by matplotlib (Agg, no display): the plotting library of the field's papers, already on
+// every machine that runs PyTorch, and deterministic PNGs. Reads results.csv, sweep.json and each
+// run's metrics.jsonl.
+const char* kPlotScript = R"PY(
+import csv, json, math, os, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+d = sys.argv[1]
+rows = [r for r in csv.DictReader(open(os.path.join(d, "results.csv"))) if r["val_loss"] not in ("", "nan")]
+if not rows:
+    sys.exit("no finished runs with a validation loss to plot")
+man = {}
+if os.path.exists(os.path.join(d, "sweep.json")):
+    man = json.load(open(os.path.join(d, "sweep.json")))
+points = []
+for r in rows:
+    if r["point"] not in points:
+        points.append(r["point"])
+by_point = {p: [r for r in rows if r["point"] == p] for p in points}
+name = man.get("experiment", os.path.basename(os.path.abspath(d)))
+
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+axis_keys = man.get("axis_keys", [])
+xs, xlabel, ticks = None, "", None
+if man.get("budget"):
+    xs = [float(by_point[p][0]["n_layers"]) for p in points]
+    xlabel = "layers (width and FFN from the parameter budget)"
+    ticks = [f'{by_point[p][0]["n_layers"]}L/{by_point[p][0]["dim"]}' for p in points]
+elif len(axis_keys) == 1 and all(num(by_point[p][0].get("axis:" + axis_keys[0], "")) is not None for p in points):
+    xs = [num(by_point[p][0]["axis:" + axis_keys[0]]) for p in points]
+    xlabel = axis_keys[0]
+fig, ax = plt.subplots(figsize=(7, 4.2))
+pos = xs if xs is not None else list(range(len(points)))
+means = [sum(float(r["val_loss"]) for r in by_point[p]) / len(by_point[p]) for p in points]
+lo = [m - min(float(r["val_loss"]) for r in by_point[p]) for p, m in zip(points, means)]
+hi = [max(float(r["val_loss"]) for r in by_point[p]) - m for p, m in zip(points, means)]
+ax.errorbar(pos, means, yerr=[lo, hi], fmt="o-", capsize=4, color="tab:blue", label="mean (bars: seed min-max)")
+for x, p in zip(pos, points):
+    ys = [float(r["val_loss"]) for r in by_point[p]]
+    ax.scatter([x] * len(ys), ys, s=12, color="tab:gray", zorder=3)
+if xs is None:
+    ax.set_xticks(pos)
+    ax.set_xticklabels(points, rotation=20, ha="right")
+    ax.set_xlabel("configuration")
+else:
+    ax.set_xlabel(xlabel)
+    if ticks:
+        for x, t, m in zip(pos, ticks, means):
+            ax.annotate(t, (x, m), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+ax.set_ylabel("final validation loss (nats/token)")
+ax.set_title(f"{name}: validation loss")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+out1 = os.path.join(d, "val_loss.png")
+fig.savefig(out1, dpi=130)
+
+fig, ax = plt.subplots(figsize=(7, 4.2))
+colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+styles = ["-", "--", ":", "-."]
+seeds = sorted({r["seed"] for r in rows})
+for i, p in enumerate(points):
+    for r in by_point[p]:
+        tr, ev = [], []
+        for line in open(os.path.join(d, r["run"], "metrics.jsonl")):
+            j = json.loads(line)
+            (tr if j["type"] == "train" else ev).append(j)
+        c = colors[i % len(colors)]
+        ls = styles[seeds.index(r["seed"]) % len(styles)]
+        ax.plot([j["tokens"] / 1e6 for j in tr], [j["loss"] for j in tr], ls, color=c, lw=1,
+                label=p if r is by_point[p][0] else None)
+        ax.plot([j["tokens"] / 1e6 for j in ev], [j["val_loss"] for j in ev], "o", color=c, ms=3)
+ax.set_xlabel("tokens (millions)")
+ax.set_ylabel("loss (lines: train, dots: validation)")
+ax.set_title(f"{name}: loss curves" + (" (line style: seed)" if len(seeds) > 1 else ""))
+lows = [float(r["val_loss"]) for r in rows]
+ax.set_ylim(min(lows) - 0.3, max(lows) + 2.0)
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7, ncol=2)
+fig.tight_layout()
+out2 = os.path.join(d, "loss_curves.png")
+fig.savefig(out2, dpi=130)
+print(out1)
+print(out2)
+)PY";
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string fmt(double v, int decimals) {
+  if (!std::isfinite(v)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string dur(double s) {
+  if (!std::isfinite(s)) return "";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return buf;
+}
+
+struct Row {
+  std::string run, point, status = "not started";
+  int64_t seed = 0;
+  std::map<std::string, std::string> axes;
+  bool have_config = false;
+  config::Config cfg;
+  int64_t params = 0, effective_layers = 0, tokens = 0;
+  double train_loss = NAN, val_loss = NAN, tps = NAN, wall = NAN;
+};
+
+void read_metrics(const fs::path& dir, Row& r) {
+  std::ifstream in(dir / "metrics.jsonl");
+  std::string line;
+  std::vector<double> tps;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    Json j;
+    try {
+      j = Json::parse(line);
+    } catch (const std::exception&) {
+      continue;  // a line cut by a crash
+    }
+    const std::string type = j.at("type", "metrics").as_string();
+    if (type == "train") {
+      r.tokens = j.at("tokens", "metrics").as_int();
+      r.train_loss = j.at("loss", "metrics").as_double();
+      tps.push_back(j.at("tokens_per_s", "metrics").as_double());
+    } else if (type == "eval") {
+      r.val_loss = j.at("val_loss", "metrics").as_double();
+    }
+  }
+  // The first window holds start-up (allocation, kernel selection): leave it out when possible.
+  if (tps.size() > 1) tps.erase(tps.begin());
+  if (!tps.empty()) {
+    double s = 0;
+    for (double x : tps) s += x;
+    r.tps = s / static_cast<double>(tps.size());
+  }
+}
+
+}  // namespace
+
+ReportResult write_report(const ReportOptions& o) {
+  std::error_code ec;
+  if (!fs::is_directory(o.dir, ec))
+    fail_input("report: " + o.dir.string() + " is not a directory (expected runs/<experiment>)");
+  ReportResult res;
+  Json man;
+  std::vector<Row> rows;
+  std::vector<std::string> axis_keys;
+  std::string name = o.dir.filename().string(), description;
+  if (fs::exists(o.dir / "sweep.json", ec)) {
+    man = Json::parse(read_file(o.dir / "sweep.json"));
+    name = man.at("experiment", "sweep.json").as_string();
+    if (man.find("description")) description = man.at("description", "sweep.json").as_string();
+    for (const auto& k : man.at("axis_keys", "sweep.json").as_array())
+      axis_keys.push_back(k.as_string());
+    for (const auto& x : man.at("runs", "sweep.json").as_array()) {
+      Row r;
+      r.run = x.at("name", "sweep.json").as_string();
+      r.point = x.at("point", "sweep.json").as_string();
+      r.seed = x.at("seed", "sweep.json").as_int();
+      for (const auto& [k, v] : x.at("axes", "sweep.json").as_object()) r.axes[k] = v.as_string();
+      rows.push_back(r);
+    }
+  } else {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(o.dir))
+      if (fs::exists(entry.path() / "metrics.jsonl", ec)) names.push_back(entry.path().filename());
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      Row r;
+      r.run = r.point = n;
+      rows.push_back(r);
+    }
+  }
+  if (rows.empty()) fail_input("report: no runs in " + o.dir.string());
+
+  for (auto& r : rows) {
+    const fs::path dir = o.dir / r.run;
+    if (fs::exists(dir / "config.yaml", ec)) {
+      r.cfg = config::load_config(dir / "config.yaml");
+      r.have_config = true;
+      const auto counts = model::count_params(r.cfg.model);
+      r.params = counts.total;
+      r.effective_layers = counts.effective_layers;
+      if (!man.is_object()) r.seed = r.cfg.train.seed;
+      r.status = "running";
+    }
+    if (fs::exists(dir / "metrics.jsonl", ec)) read_metrics(dir, r);
+    if (fs::exists(dir / "sweep_status.json", ec)) {
+      Json st = Json::parse(read_file(dir / "sweep_status.json"));
+      if (st.find("status")) r.status = st.at("status", "status").as_string();
+      if (st.find("wall_s")) r.wall = st.at("wall_s", "status").as_double();
+    }
+    ++res.runs;
+  }
+
+  // results.csv: one row per run.
+  std::ostringstream csv;
+  csv << "run,point,seed,status,n_layers,dim,n_heads,n_kv_heads,ffn_type,ffn_hidden,"
+         "tie_embeddings,sharing,repeats,params,effective_layers,tokens,train_loss,val_loss,"
+         "val_ppl,tokens_per_s,wall_s";
+  for (const auto& k : axis_keys) csv << "," << csv_field("axis:" + k);
+  csv << "\n";
+  for (const auto& r : rows) {
+    const auto& m = r.cfg.model;
+    csv << csv_field(r.run) << "," << csv_field(r.point) << "," << r.seed << "," << r.status;
+    if (r.have_config)
+      csv << "," << m.n_layers << "," << m.dim << "," << m.n_heads << "," << m.n_kv_heads << ","
+          << config::kFfnTypes[static_cast<int>(m.ffn.type)] << "," << m.ffn.hidden_dim << ","
+          << (m.tie_embeddings ? "true" : "false") << ","
+          << config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)] << ","
+          << m.layer_sharing.repeats << "," << r.params << "," << r.effective_layers;
+    else
+      csv << ",,,,,,,,,,,";
+    csv << "," << r.tokens << "," << fmt(r.train_loss, 5) << "," << fmt(r.val_loss, 5) << ","
+        << fmt(std::exp(r.val_loss), 3) << "," << fmt(r.tps, 0) << "," << fmt(r.wall, 1);
+    for (const auto& k : axis_keys) {
+      auto it = r.axes.find(k);
+      csv << "," << csv_field(it == r.axes.end() ? "" : it->second);
+    }
+    csv << "\n";
+  }
+  write_file_atomic(o.dir / "results.csv", csv.str());
+
+  // results.md: one row per point, seeds averaged.
+  std::vector<std::string> points;
+  for (const auto& r : rows)
+    if (std::find(points.begin(), points.end(), r.point) == points.end()) points.push_back(r.point);
+  struct Agg {
+    const Row* first = nullptr;
+    std::vector<double> val;
+    double tps = 0, wall = 0;
+    int n = 0, finished = 0;
+  };
+  std::map<std::string, Agg> agg;
+  for (const auto& r : rows) {
+    Agg& a = agg[r.point];
+    ++a.n;
+    if (!a.first || (!a.first->have_config && r.have_config)) a.first = &r;
+    if (r.status == "done" || (!man.is_object() && std::isfinite(r.val_loss))) {
+      if (std::isfinite(r.val_loss)) a.val.push_back(r.val_loss);
+      if (std::isfinite(r.tps)) a.tps += r.tps;
+      if (std::isfinite(r.wall)) a.wall += r.wall;
+      ++a.finished;
+    }
+  }
+  double best = INFINITY;
+  std::string best_point;
+  for (const auto& p : points) {
+    const Agg& a = agg[p];
+    if (a.val.empty()) continue;
+    double mean = 0;
+    for (double v : a.val) mean += v;
+    mean /= static_cast<double>(a.val.size());
+    if (mean < best) {
+      best = mean;
+      best_point = p;
+    }
+  }
+  std::ostringstream md;
+  md << "# " << name << "\n\n";
+  if (!description.empty()) md << description << "\n\n";
+  md << "| point | layers × dim | heads / kv | FFN | params | eff. layers | tokens | val loss "
+        "(mean) | seed spread | Δ vs best | ppl | tokens/s | wall | seeds done |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  double max_spread = 0;
+  for (const auto& p : points) {
+    const Agg& a = agg[p];
+    ++res.points;
+    const Row& f = *a.first;
+    const auto& m = f.cfg.model;
+    double mean = NAN, spread = NAN;
+    if (!a.val.empty()) {
+      mean = 0;
+      for (double v : a.val) mean += v;
+      mean /= static_cast<double>(a.val.size());
+      spread = *std::max_element(a.val.begin(), a.val.end()) -
+               *std::min_element(a.val.begin(), a.val.end());
+      max_spread = std::max(max_spread, spread);
+    }
+    md << "| " << p << " | ";
+    if (f.have_config) {
+      md << m.n_layers << " × " << m.dim
+         << (m.layer_sharing.repeats > 1
+                 ? " (" +
+                       std::string(
+                           config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)]) +
+                       " ×" + std::to_string(m.layer_sharing.repeats) + ")"
+                 : std::string())
+         << " | " << m.n_heads << " / " << m.n_kv_heads << " | "
+         << config::kFfnTypes[static_cast<int>(m.ffn.type)] << " " << m.ffn.hidden_dim << " | "
+         << human_count(static_cast<double>(f.params)) << (m.tie_embeddings ? "" : " (untied)")
+         << " | " << f.effective_layers << " | " << human_count(static_cast<double>(f.tokens))
+         << " | ";
+    } else {
+      md << " |  |  |  |  |  | ";
+    }
+    const double n = std::max(1, a.finished);
+    md << fmt(mean, 4) << " | " << (a.val.size() > 1 ? fmt(spread, 4) : std::string("—")) << " | "
+       << (std::isfinite(mean) ? (p == best_point ? std::string("best") : "+" + fmt(mean - best, 4))
+                               : std::string())
+       << " | " << fmt(std::exp(mean), 2) << " | "
+       << (a.finished ? human_count(a.tps / n) : std::string()) << " | "
+       << (a.finished ? dur(a.wall / n) : std::string()) << " | " << a.finished << "/" << a.n
+       << " |\n";
+  }
+  if (std::isfinite(best)) {
+    md << "\nBest: **" << best_point << "** (validation loss " << fmt(best, 4) << "). ";
+    if (max_spread > 0)
+      md << "The largest seed spread (max − min over seeds) of any point is " << fmt(max_spread, 4)
+         << ": differences smaller than that are within seed noise.";
+    md << "\n";
+  }
+  res.markdown = md.str();
+  write_file_atomic(o.dir / "results.md", res.markdown);
+
+  // Plots.
+  if (o.python.empty()) {
+    res.plot_error = "no Python given";
+    return res;
+  }
+  const fs::path script =
+      fs::temp_directory_path() / ("deepthin-plot-" + std::to_string(::getpid()) + ".py");
+  write_file_atomic(script, kPlotScript);
+  const std::string cmd = o.python + " " + script.string() + " " + o.dir.string() + " 2>&1";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int rc = ::pclose(p);
+    if (rc == 0) {
+      for (const auto& line : split(out, '\n'))
+        if (!line.empty() && line.size() > 4 && line.substr(line.size() - 4) == ".png")
+          res.plots.push_back(line);
+    } else {
+      res.plot_error = out.empty() ? "the plot script failed" : out;
+    }
+  } else {
+    res.plot_error = "cannot run " + o.python;
+  }
+  fs::remove(script, ec);
+  return res;
+}
+
+}  // namespace deepthin::sweep
