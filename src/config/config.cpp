@@ -15,6 +15,7 @@ void Config::visit(Visitor& v) {
   v.section("checkpoint", checkpoint, "Checkpoints");
   v.section("log", log, "Metrics logging");
   v.section("distributed", distributed, "Data parallelism across processes (torchrun, SLURM)");
+  v.section("kd", kd, "Knowledge distillation from a teacher model");
 }
 
 void Config::finalize() {

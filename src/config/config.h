@@ -23,6 +23,7 @@ struct Config : Section {
   CheckpointConfig checkpoint;
   LogConfig log;
   DistributedConfig distributed;
+  KdConfig kd;
 
   void visit(Visitor& v) override;
   void finalize() override;

@@ -77,6 +77,25 @@ void CheckpointConfig::visit(Visitor& v) {
   v.field("keep_last", keep_last, "Checkpoints kept; older ones are deleted", kPositive);
 }
 
+void KdConfig::visit(Visitor& v) {
+  v.field(
+      "teacher", teacher,
+      "Distill from this teacher: a deepthin run (its newest checkpoint) or model directory, or "
+      "a Hugging Face Llama directory (config.json + safetensors). Empty: no distillation");
+  v.choice("loss", loss, kKdLosses,
+           "forward_kl: the paper's soft-label cross-entropy −Σ p_teacher·log p_student; "
+           "reverse_kl: KL(student‖teacher); symmetric_kl: the mean of both KLs; js: "
+           "Jensen-Shannon");
+  v.field("temperature", temperature,
+          "Softmax temperature of both distributions; the KD term is scaled by T²", kPositiveReal);
+  v.field("ratio", ratio,
+          "Loss = (1 − ratio)·next-token CE + ratio·KD; 0 trains without the teacher",
+          kUnitInterval);
+  v.field(
+      "device", device,
+      "Device of the teacher (e.g. cuda:1); empty: the student's. bf16 on GPUs, fp32 on the CPU");
+}
+
 void DistributedConfig::visit(Visitor& v) {
   v.choice("backend", backend, kDistBackends,
            "Collective backend: nccl for CUDA devices, gloo for CPU processes; auto picks by "

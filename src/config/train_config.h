@@ -77,6 +77,19 @@ struct CheckpointConfig : Section {
   void visit(Visitor& v) override;
 };
 
+enum class KdLossType { forward_kl, reverse_kl, symmetric_kl, js };
+inline constexpr std::array<std::string_view, 4> kKdLosses{"forward_kl", "reverse_kl",
+                                                           "symmetric_kl", "js"};
+
+struct KdConfig : Section {
+  std::string teacher;  // "" → no distillation
+  KdLossType loss = KdLossType::forward_kl;
+  double temperature = 1.0;
+  double ratio = 1.0;  // (1 − ratio)·CE + ratio·KD
+  std::string device;  // "" → the student's device
+  void visit(Visitor& v) override;
+};
+
 enum class DistBackend { auto_, nccl, gloo };
 inline constexpr std::array<std::string_view, 3> kDistBackends{"auto", "nccl", "gloo"};
 

@@ -208,7 +208,8 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
   Node root = config::parse_yaml(read_file(file), file.string());
   if (root.kind != Node::Kind::map)
     fail_input(file.string() + ": an experiment must be a mapping, got " + root.describe());
-  check_keys(root, {"name", "description", "base", "set", "seeds", "budget", "zip", "grid"},
+  check_keys(root,
+             {"name", "description", "base", "set", "seeds", "budget", "zip", "grid", "teacher"},
              "an experiment");
   e.name = root.find("name") ? root.find("name")->scalar : file.stem().string();
   if (const Node* d = root.find("description")) e.description = d->scalar;
@@ -328,6 +329,43 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     }
   }
   if (points.empty()) points.push_back(Point{"base", {}, {}});
+
+  // The teacher: trained first (a run of its own) or named.
+  if (const Node* t = root.find("teacher")) {
+    if (t->kind != Node::Kind::map) fail_input(where(*t) + ": 'teacher' must be a mapping");
+    check_keys(*t, {"name", "set", "path"}, "teacher");
+    if (const Node* path = t->find("path")) {
+      if (t->find("set"))
+        fail_input(where(*t) + ": a teacher has either 'path' or 'set', not both");
+      e.teacher_path = path->scalar;
+      common.push_back("kd.teacher=" + path->scalar);
+    } else {
+      RunSpec r;
+      r.name = r.point = t->find("name") ? t->find("name")->scalar : "teacher";
+      r.seed = seeds.front();
+      r.is_teacher = true;
+      std::vector<std::string> sets = common;
+      if (const Node* ts = t->find("set")) {
+        if (ts->kind != Node::Kind::map)
+          fail_input(where(*ts) + ": teacher 'set' must be a mapping");
+        std::vector<std::pair<std::string, const Node*>> flat;
+        flatten(*ts, "", flat);
+        for (const auto& [k, v] : flat) {
+          r.overrides.emplace_back(k, inline_yaml(*v));
+          sets.push_back(k + "=" + inline_yaml(*v));
+        }
+      }
+      sets.push_back("train.seed=" + std::to_string(r.seed));
+      sets.push_back("kd.teacher=''");
+      try {
+        r.config = config::load_config(e.base, sets);
+      } catch (const Error& err) {
+        throw Error(err.kind(), file.string() + ": the teacher: " + err.what());
+      }
+      e.teacher_run = r.name;
+      e.runs.push_back(std::move(r));
+    }
+  }
 
   std::set<std::string> seen;
   for (const auto& p : points) {

@@ -19,6 +19,13 @@
 //     model.n_layers: [30, 30, 32]
 //   grid:                                # every combination
 //     model.ffn.type: [swiglu, relu]
+//   teacher:                             # distillation: a teacher run trained first …
+//     name: teacher
+//     set: {model.dim: 384, train.max_steps: 2000}
+//     # … or an existing one: path: runs/other/teacher
+//
+// With a teacher, every other run's kd.teacher points at it (kd.ratio decides whether a run uses
+// it), and no student starts before the teacher has finished.
 //
 // The points are budget shapes × zip entries × grid combinations; each runs once per seed. A run is
 // named after its point ("L30-d512", "shared-32L", "type-relu", joined by '_') plus "_s<seed>".
@@ -61,6 +68,7 @@ struct RunSpec {
   int64_t seed = 0;
   std::vector<std::pair<std::string, std::string>> overrides;  // key, YAML value (for display)
   std::map<std::string, std::string> axes;                     // swept key -> value
+  bool is_teacher = false;
   config::Config config;  // resolved (run.root/run.name set by the runner)
 };
 
@@ -70,6 +78,8 @@ struct Experiment {
   std::filesystem::path file, base;
   std::vector<std::string> axis_keys;  // in order: budget (n_layers, dim), zip keys, grid keys
   bool has_budget = false;
+  std::string teacher_run;   // the teacher trained by the sweep (a run name), or empty
+  std::string teacher_path;  // an existing teacher, or empty
   std::vector<RunSpec> runs;
 };
 

@@ -139,6 +139,8 @@ fs::path run_dir(const SweepOptions& o, const Experiment& e, const RunSpec& r) {
 
 config::Config run_config(const SweepOptions& o, const Experiment& e, const RunSpec& r) {
   config::Config c = r.config;
+  if (!r.is_teacher && !e.teacher_run.empty() && c.kd.teacher.empty())
+    c.kd.teacher = (o.runs_root / e.name / e.teacher_run).string();
   c.run.root = (o.runs_root / e.name).string();
   c.run.name = r.name;
   return c;
@@ -150,6 +152,7 @@ void write_manifest(const SweepOptions& o, const Experiment& e) {
   j["file"] = e.file.string();
   j["description"] = e.description;
   j["budget"] = e.has_budget;
+  j["teacher"] = e.teacher_run.empty() ? e.teacher_path : e.teacher_run;
   Json axes = Json::array();
   for (const auto& k : e.axis_keys) axes.push_back(k);
   j["axis_keys"] = axes;
@@ -159,6 +162,7 @@ void write_manifest(const SweepOptions& o, const Experiment& e) {
     x["name"] = r.name;
     x["point"] = r.point;
     x["seed"] = r.seed;
+    x["teacher"] = r.is_teacher;
     Json ax = Json::object();
     for (const auto& [k, v] : r.axes) ax[k] = v;
     x["axes"] = ax;
@@ -237,6 +241,15 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
 
+  // Students wait for a teacher the sweep trains.
+  size_t teacher_index = SIZE_MAX;
+  for (size_t i = 0; i < e.runs.size(); ++i)
+    if (e.runs[i].is_teacher) teacher_index = i;
+  bool hold = std::find(todo.begin(), todo.end(), teacher_index) != todo.end();
+  if (hold) {
+    todo.erase(std::find(todo.begin(), todo.end(), teacher_index));
+    todo.push_front(teacher_index);
+  }
   std::vector<bool> busy(slots.size(), false);
   std::map<pid_t, size_t> owner;  // pid -> index in active
   std::vector<Active> active;
@@ -260,6 +273,18 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
     st["attempts"] = attempts + 1;
     write_file_atomic(dir / "sweep_status.json", st.dump(2) + "\n");
     busy[a.slot] = false;
+    if (a.run == teacher_index) {
+      hold = false;
+      if (status != "done") {
+        log::warn("the teacher run {} did not finish ({}): its {} students are not started", r.name,
+                  status, todo.size());
+        if (status == "failed")
+          sum.failed += static_cast<int>(todo.size());
+        else
+          sum.interrupted += static_cast<int>(todo.size());
+        todo.clear();
+      }
+    }
     if (status == "done") {
       ++sum.done;
       const double v = last_val_loss(dir);
@@ -280,6 +305,7 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
     // Fill free slots.
     for (size_t s = 0; s < slots.size() && !todo.empty() && !g_stop; ++s) {
       if (busy[s]) continue;
+      if (hold && todo.front() != teacher_index) break;  // the teacher is still training
       const size_t i = todo.front();
       todo.pop_front();
       const auto& r = e.runs[i];

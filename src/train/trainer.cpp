@@ -12,6 +12,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include "model/param_count.h"
 #include "train/checkpoint.h"
 #include "train/device_info.h"
+#include "train/kd.h"
 #include "train/loss.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
@@ -91,10 +93,58 @@ std::string format_duration(double s) {
   return buf;
 }
 
+// A frozen teacher for distillation (kd.teacher).
+struct Teacher {
+  model::Decoder model{nullptr};
+  c10::Device device{c10::kCPU};
+  std::string dir;
+};
+
+// Loads kd.teacher: a run directory (its newest checkpoint), a deepthin model directory or a
+// Hugging Face Llama directory. The vocabulary (and the tokenizer, when both name one) must match
+// the student's: checked here, before any step.
+Teacher load_teacher(const config::Config& cfg, const c10::Device& student_device) {
+  fs::path dir = cfg.kd.teacher;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) fail_input("kd.teacher: " + dir.string() + " does not exist");
+  if (fs::is_directory(dir / "checkpoints", ec)) {
+    auto ref = latest_checkpoint(dir, false);
+    if (!ref) fail_input("kd.teacher: run " + dir.string() + " has no checkpoint yet");
+    dir = ref->dir;
+  }
+  auto loaded = exports::load_model_dir(dir);
+  if (loaded.config.model.vocab_size != cfg.model.vocab_size)
+    fail_input("kd.teacher " + dir.string() + " has a vocabulary of " +
+               std::to_string(loaded.config.model.vocab_size) + " tokens, the student " +
+               std::to_string(cfg.model.vocab_size) +
+               ": distillation needs the teacher's tokenizer (same ids) for the student");
+  if (fs::exists(dir / "tokenizer.model", ec) && !cfg.data.tokenizer.empty() &&
+      sha256_file(dir / "tokenizer.model") != sha256_file(cfg.data.tokenizer))
+    fail_input("kd.teacher " + dir.string() + " was trained with another tokenizer than " +
+               cfg.data.tokenizer + " (the sha256 of tokenizer.model differs)");
+  Teacher t;
+  t.dir = dir.string();
+  t.device = cfg.kd.device.empty() ? student_device : parse_device(cfg.kd.device);
+  t.model = loaded.model;
+  for (auto& p : t.model->parameters()) p.requires_grad_(false);
+  t.model->eval();
+  if (t.device.is_cuda())
+    t.model->to(t.device, at::kBFloat16);
+  else
+    t.model->to(t.device);
+  return t;
+}
+
+struct BatchLoss {
+  at::Tensor total, ce, kd;  // ce and kd defined only when distilling
+};
+
 // Mean next-token loss of a batch: hidden states under autocast, then the fused chunked LM-head
-// loss.
-at::Tensor batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
-                      Precision precision, int64_t chunk) {
+// loss; with a teacher, the chunked distillation loss instead. teacher_ms, when given, receives
+// the teacher's forward time (synchronised: only on the steps that are timed).
+BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
+                     Precision precision, int64_t chunk, Teacher* teacher = nullptr,
+                     const config::KdConfig* kd = nullptr, double* teacher_ms = nullptr) {
   auto x = tokens.to(device, /*non_blocking=*/true);
   const int64_t T = x.size(1) - 1;
   at::Tensor hidden;
@@ -102,11 +152,40 @@ at::Tensor batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::De
     AutocastScope autocast(device, precision);
     hidden = m->hidden_states(x.narrow(1, 0, T));
   }
+  const auto compute = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+  auto targets = x.narrow(1, 1, T).reshape({-1});
+  if (teacher) {
+    at::Tensor th;
+    {
+      torch::NoGradGuard no_grad;
+      if (teacher_ms) synchronize(teacher->device);
+      const auto t0 = std::chrono::steady_clock::now();
+      th = teacher->model->hidden_states(x.narrow(1, 0, T).to(teacher->device));
+      th = th.reshape({-1, th.size(-1)}).to(device);
+      if (teacher_ms) {
+        synchronize(teacher->device);
+        *teacher_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
+      }
+    }
+    KdLossOptions ko;
+    ko.loss = kd->loss;
+    ko.temperature = kd->temperature;
+    ko.ratio = kd->ratio;
+    ko.chunk_rows = chunk;
+    ko.compute_dtype = compute;
+    auto parts = distillation_loss(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), th,
+                                   teacher->model->output_weight().to(device), targets, ko);
+    return {parts.total, parts.ce, parts.kd};
+  }
   LmLossOptions lo;
   lo.chunk_rows = chunk;
-  lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
-  return lm_head_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(),
-                               x.narrow(1, 1, T).reshape({-1}), lo);
+  lo.compute_dtype = compute;
+  return {
+      lm_head_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), targets, lo),
+      {},
+      {}};
 }
 
 // Mean loss over the first eval.batches validation batches; with several ranks, batch i is
@@ -124,8 +203,8 @@ double evaluate(model::Decoder& m, const std::shared_ptr<data::TokenDataset>& ds
   for (int64_t i = 0; i < n; ++i) {
     auto batch = loader.next();
     if (i % comm.size() != comm.rank()) continue;
-    total +=
-        batch_loss(m, batch.tokens, device, precision, cfg.train.loss_chunk_tokens).item<double>();
+    total += batch_loss(m, batch.tokens, device, precision, cfg.train.loss_chunk_tokens)
+                 .total.item<double>();
   }
   auto sum = at::full({1}, total, at::TensorOptions().dtype(at::kDouble).device(comm.device()));
   comm.allreduce(sum, c10d::ReduceOp::SUM, "validation loss all-reduce");
@@ -244,6 +323,20 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   }
   AdamW optimizer = dp ? AdamW(dp->optimizer_slices(), cfg.optimizer) : AdamW(named, cfg.optimizer);
 
+  // ---- Teacher (distillation). With kd.ratio 0 it is checked and let go: plain training.
+  std::optional<Teacher> teacher;
+  if (!cfg.kd.teacher.empty()) {
+    teacher = load_teacher(cfg, device);
+    log::info("distillation: teacher {} ({} parameters, {} on {}), {} at temperature {}, ratio {}",
+              teacher->dir, group_digits(model::count_params(teacher->model->config()).total),
+              teacher->device.is_cuda() ? "bf16" : "fp32", teacher->device.str(),
+              config::kKdLosses[static_cast<int>(cfg.kd.loss)], cfg.kd.temperature, cfg.kd.ratio);
+    if (cfg.kd.ratio == 0) {
+      log::info("kd.ratio is 0: the teacher is not used");
+      teacher.reset();
+    }
+  }
+
   // ---- Resume: every rank reads the same checkpoint.
   TrainerState state;
   state.loader = loader.state();
@@ -302,8 +395,11 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   const auto t_start = Clock::now();
   auto t_window = Clock::now();
   int64_t window_tokens = 0, window_steps = 0, bad_in_a_row = 0;
-  double window_loss = 0;
+  double window_loss = 0, window_ce = 0, window_kd = 0, teacher_ms = NAN;
   reset_peak_memory(device);
+  auto elapsed = [&] {
+    return elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
+  };
   const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm->device());
   auto checkpoint = [&] {
     // Collective under ZeRO-1 (the moments are gathered); rank 0 writes.
@@ -327,6 +423,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     j["tokens"] = state.tokens;
     j["val_loss"] = v;
     j["val_ppl"] = std::exp(v);
+    j["elapsed_s"] = elapsed();
     metrics->write(j);
     log::info("eval step {}: val loss {}, perplexity {}", state.step, log::fixed(v, 4),
               log::fixed(std::exp(v), 2));
@@ -334,24 +431,38 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
 
   while (state.step < total_steps) {
     const double lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, total_steps);
-    at::Tensor loss_sum;
+    at::Tensor loss_sum, ce_sum, kd_sum;
+    const bool timed = teacher && (state.step + 1) % cfg.log.every == 0;
+    const double accum = static_cast<double>(tc.grad_accum_steps);
     for (int64_t micro = 0; micro < tc.grad_accum_steps; ++micro) {
       if (dp) dp->begin_backward(micro + 1 == tc.grad_accum_steps);
-      auto loss = batch_loss(model, loader.next().tokens, device, precision, tc.loss_chunk_tokens);
+      auto parts = batch_loss(model, loader.next().tokens, device, precision, tc.loss_chunk_tokens,
+                              teacher ? &*teacher : nullptr, &cfg.kd,
+                              timed && micro == 0 ? &teacher_ms : nullptr);
+      auto loss = parts.total;
       if (fault_at("nan_at", state.step + 1)) loss = loss * NAN;  // test hook
-      (loss / static_cast<double>(tc.grad_accum_steps)).backward();
-      auto part = loss.detach().to(at::kDouble) / static_cast<double>(tc.grad_accum_steps);
+      (loss / accum).backward();
+      auto part = loss.detach().to(at::kDouble) / accum;
       loss_sum = micro == 0 ? part : loss_sum + part;
+      if (teacher) {
+        auto c = parts.ce.to(at::kDouble) / accum, k = parts.kd.to(at::kDouble) / accum;
+        ce_sum = micro == 0 ? c : ce_sum + c;
+        kd_sum = micro == 0 ? k : kd_sum + k;
+      }
     }
+    if (!teacher) ce_sum = kd_sum = at::zeros({}, stat_opts);
     if (dp) dp->finish_gradients();
     // One small all-reduce per step: the mean loss over ranks and whether any rank was asked to
     // stop (so that all stop at the same step).
-    auto stats = at::stack(
-        {loss_sum.to(comm->device()), at::scalar_tensor(g_stop_requested ? 1.0 : 0.0, stat_opts)});
+    auto stats = at::stack({loss_sum.to(comm->device()),
+                            at::scalar_tensor(g_stop_requested ? 1.0 : 0.0, stat_opts),
+                            ce_sum.to(comm->device()), kd_sum.to(comm->device())});
     comm->allreduce(stats, c10d::ReduceOp::SUM, "loss all-reduce");
     stats = stats.cpu();
     const double step_loss = stats[0].item<double>() / world;
     const bool stop_signal = stats[1].item<double>() > 0;
+    window_ce += stats[2].item<double>() / world;
+    window_kd += stats[3].item<double>() / world;
     const double grad_norm = clip_gradients(params, tc.grad_clip);
     ++state.step;
     state.tokens += tokens_per_step;
@@ -422,6 +533,15 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
         if (std::isfinite(mfu)) j["mfu"] = mfu;
         j["peak_mem_gb"] = mem;
         j["step_time_s"] = dt / static_cast<double>(window_steps);
+        j["elapsed_s"] = elapsed();
+        if (teacher) {
+          j["ce"] = window_ce / static_cast<double>(window_steps);
+          j["kd"] = window_kd / static_cast<double>(window_steps);
+          if (std::isfinite(teacher_ms)) {
+            j["teacher_ms"] = teacher_ms;  // one micro-batch's teacher forward
+            j["teacher_share"] = teacher_ms * accum / 1000.0 / (dt / window_steps);
+          }
+        }
         metrics->write(j);
         log::info(
             "step {}/{} | loss {} | lr {} | gnorm {} | {} tok/s | MFU {} | mem {} GB | ETA {}",
@@ -429,10 +549,17 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
             log::fixed(grad_norm, 3), human_count(tps),
             std::isfinite(mfu) ? log::fixed(100 * mfu, 1) + "%" : std::string("n/a"),
             log::fixed(mem, 2), format_duration(eta));
+        if (teacher)
+          log::info(
+              "  distillation: CE {} | KD {} | teacher forward {} ms per micro-batch ({}% of "
+              "the step)",
+              log::fixed(j["ce"].as_double(), 4), log::fixed(j["kd"].as_double(), 4),
+              log::fixed(teacher_ms, 1),
+              log::fixed(100 * teacher_ms * accum / 1000.0 / (dt / window_steps), 1));
       }
       t_window = Clock::now();
       window_tokens = window_steps = 0;
-      window_loss = 0;
+      window_loss = window_ce = window_kd = 0;
     }
     if (cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last_step) run_eval();
     const bool stop_now = stop_signal || (opts.until_step > 0 && state.step >= opts.until_step);

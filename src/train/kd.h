@@ -1,0 +1,42 @@
+// Knowledge distillation: the student's next-token loss mixed with a divergence from a teacher's
+// distribution over the vocabulary, (1 − ratio)·CE + ratio·T²·KD, as masked token means.
+//
+// Like the fused LM loss (train/loss.h), it walks the rows in chunks: the student's and the
+// teacher's logits exist for one chunk at a time (in fp32 for the softmax maths), and the gradients
+// with respect to the student's hidden states and head are computed chunk by chunk in the forward
+// pass, so no [tokens × vocab] tensor outlives its chunk.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "config/train_config.h"
+
+namespace deepthin::train {
+
+struct KdLossOptions {
+  config::KdLossType loss = config::KdLossType::forward_kl;
+  double temperature = 1.0;
+  double ratio = 1.0;
+  int64_t chunk_rows = 4096;
+  at::ScalarType compute_dtype = at::kFloat;  // matmul dtype of the student's and teacher's heads
+  int64_t ignore_index = -100;
+};
+
+struct KdLossParts {
+  at::Tensor total;  // differentiable with respect to the student's hidden states and head
+  at::Tensor ce;     // the next-token cross-entropy (detached)
+  at::Tensor kd;     // the divergence, without the T² factor (detached)
+};
+
+// student_hidden [N, D], student_weight [V, D], teacher_hidden [N, Dt], teacher_weight [V, Dt],
+// targets [N]. The teacher tensors take no gradient.
+KdLossParts distillation_loss(const at::Tensor& student_hidden, const at::Tensor& student_weight,
+                              const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
+                              const at::Tensor& targets, const KdLossOptions& opts);
+
+// Per-row divergence between two sets of logits [N, V] at temperature T (no T² factor): the maths
+// the chunked loss uses, for tests and evaluation.
+at::Tensor kd_divergence(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                         config::KdLossType loss, double temperature);
+
+}  // namespace deepthin::train

@@ -1,0 +1,238 @@
+// Distillation: the chunked loss against naive full-logit maths (values and gradients, every
+// divergence, masks, mixing), and the trainer end to end: ratio 0 is plain training bit for bit, a
+// vocabulary mismatch stops before any step, and a sweep trains its teacher first.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "data/prepare.h"
+#include "test_util.h"
+#include "train/kd.h"
+#include "util/json.h"
+#include "util/strings.h"
+
+using namespace deepthin;
+using namespace deepthin::test;
+
+namespace {
+
+at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat));
+}
+
+struct Naive {
+  at::Tensor loss, grad_h, grad_w;
+};
+
+// Full logits, torch autograd: the reference.
+Naive naive(const at::Tensor& h0, const at::Tensor& w0, const at::Tensor& ht, const at::Tensor& wt,
+            const at::Tensor& targets, config::KdLossType type, double T, double ratio,
+            int64_t ignore) {
+  auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  auto zs = at::matmul(h, w.t()), zt = at::matmul(ht, wt.t());
+  auto mask = targets.ne(ignore).to(at::kFloat);
+  auto count = mask.sum();
+  auto ls = at::log_softmax(zs / T, 1), lt = at::log_softmax(zt / T, 1);
+  at::Tensor rows;
+  switch (type) {
+    case config::KdLossType::forward_kl:
+      rows = -(lt.exp() * ls).sum(1);
+      break;
+    case config::KdLossType::reverse_kl:
+      rows = (ls.exp() * (ls - lt)).sum(1);
+      break;
+    case config::KdLossType::symmetric_kl:
+      rows = 0.5 * ((lt.exp() * (lt - ls)).sum(1) + (ls.exp() * (ls - lt)).sum(1));
+      break;
+    case config::KdLossType::js: {
+      auto m = 0.5 * (ls.exp() + lt.exp());
+      rows = 0.5 * ((lt.exp() * (lt - m.log())).sum(1) + (ls.exp() * (ls - m.log())).sum(1));
+      break;
+    }
+  }
+  auto ce_rows = at::cross_entropy_loss(zs, targets.masked_fill(targets.eq(ignore), 0),
+                                        std::nullopt, at::Reduction::None);
+  auto loss = ((1 - ratio) * (ce_rows * mask).sum() + ratio * T * T * (rows * mask).sum()) / count;
+  loss.backward();
+  return {loss.detach(), h.grad(), w.grad()};
+}
+
+TEST(Distillation, ForwardKlIsSoftLabelCrossEntropyWithItsGradients) {
+  const int64_t N = 10, V = 17, D = 8, Dt = 12;
+  auto h = randn({N, D}, 1), w = randn({V, D}, 2) * 0.5, ht = randn({N, Dt}, 3),
+       wt = randn({V, Dt}, 4) * 0.5;
+  auto targets = at::randint(V, {N}, at::detail::createCPUGenerator(5), at::kLong);
+  train::KdLossOptions o;
+  o.temperature = 2.0;
+  o.ratio = 1.0;
+  o.chunk_rows = 4;
+  auto hr = h.clone().requires_grad_(true), wr = w.clone().requires_grad_(true);
+  auto parts = train::distillation_loss(hr, wr, ht, wt, targets, o);
+  parts.total.backward();
+  // Soft-label cross-entropy by hand: −Σ_v p_teacher(v) log p_student(v), mean over rows, × T².
+  auto pt = at::softmax(at::matmul(ht, wt.t()) / 2.0, 1);
+  auto ls = at::log_softmax(at::matmul(h, w.t()) / 2.0, 1);
+  const double by_hand = -(pt * ls).sum(1).mean().item<double>() * 4.0;
+  EXPECT_NEAR(parts.total.item<double>(), by_hand, 1e-5);
+  EXPECT_NEAR(parts.kd.item<double>(), by_hand / 4.0, 1e-5);
+  auto ref = naive(h, w, ht, wt, targets, config::KdLossType::forward_kl, 2.0, 1.0, -100);
+  EXPECT_TRUE(at::allclose(hr.grad(), ref.grad_h, 1e-4, 1e-6));
+  EXPECT_TRUE(at::allclose(wr.grad(), ref.grad_w, 1e-4, 1e-6));
+  // The CE part is the ordinary next-token loss.
+  EXPECT_NEAR(parts.ce.item<double>(),
+              at::cross_entropy_loss(at::matmul(h, w.t()), targets).item<double>(), 1e-5);
+}
+
+TEST(Distillation, EveryLossChunkedEqualsFullLogitsWithMasksAndMixing) {
+  const int64_t N = 13, V = 29, D = 6, Dt = 9;
+  auto h = randn({N, D}, 11), w = randn({V, D}, 12) * 0.7, ht = randn({N, Dt}, 13),
+       wt = randn({V, Dt}, 14) * 0.7;
+  auto targets = at::randint(V, {N}, at::detail::createCPUGenerator(15), at::kLong);
+  targets[3] = -100;
+  targets[8] = -100;
+  for (auto type : {config::KdLossType::forward_kl, config::KdLossType::reverse_kl,
+                    config::KdLossType::symmetric_kl, config::KdLossType::js}) {
+    for (int64_t chunk : {3, 5, 1000}) {
+      train::KdLossOptions o;
+      o.loss = type;
+      o.temperature = 1.5;
+      o.ratio = 0.3;
+      o.chunk_rows = chunk;
+      auto hr = h.clone().requires_grad_(true), wr = w.clone().requires_grad_(true);
+      auto parts = train::distillation_loss(hr, wr, ht, wt, targets, o);
+      (parts.total * 2.0).backward();  // backward scales by the incoming gradient
+      auto ref = naive(h, w, ht, wt, targets, type, 1.5, 0.3, -100);
+      const std::string what = std::string(config::kKdLosses[static_cast<int>(type)]) + " chunk " +
+                               std::to_string(chunk);
+      EXPECT_NEAR(parts.total.item<double>(), ref.loss.item<double>(), 1e-5) << what;
+      EXPECT_TRUE(at::allclose(hr.grad(), 2.0 * ref.grad_h, 1e-4, 1e-6)) << what;
+      EXPECT_TRUE(at::allclose(wr.grad(), 2.0 * ref.grad_w, 1e-4, 1e-6)) << what;
+      // Masked rows get no gradient.
+      EXPECT_EQ(hr.grad()[3].abs().max().item<double>(), 0.0) << what;
+    }
+    // A divergence of a distribution from itself is zero (forward_kl: its entropy).
+    auto z = randn({4, V}, 20);
+    auto d = train::kd_divergence(z, z, type, 1.0);
+    if (type == config::KdLossType::forward_kl) {
+      auto p = at::softmax(z, 1);
+      EXPECT_TRUE(at::allclose(d, -(p * p.log()).sum(1), 1e-5, 1e-6));
+    } else {
+      EXPECT_LT(d.abs().max().item<double>(), 1e-6);
+    }
+  }
+}
+
+class KdTrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string jsonl;
+    uint32_t x = 5;
+    for (int d = 0; d < 80; ++d) {
+      Json ids = Json::array();
+      int prev = 1;
+      for (int k = 0; k < 100; ++k) {
+        x = x * 1664525u + 1013904223u;
+        prev = (x >> 29) < 5 ? (prev * 3 + 7) % 128 : static_cast<int>(x >> 25);
+        ids.push_back(prev);
+      }
+      Json j = Json::object();
+      j["token_ids"] = ids;
+      jsonl += j.dump() + "\n";
+    }
+    write_text(tmp_ / "tokens.jsonl", jsonl);
+    data::PrepareOptions p;
+    p.vocab_size = 128;
+    p.inputs = {(tmp_ / "tokens.jsonl").string()};
+    p.format = data::InputFormat::jsonl_tokens;
+    p.out = tmp_ / "data";
+    p.val_fraction = 0.1;
+    data::prepare_dataset(p);
+    write_text(tmp_ / "cfg.yaml", R"(
+run: {root: )" + (tmp_ / "runs").string() +
+                                      R"(}
+model: {vocab_size: 128, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, max_seq_len: 32}
+data: {path: )" + (tmp_ / "data").string() +
+                                      R"(}
+train: {micro_batch_size: 2, seq_len: 16, max_steps: 6, device: cpu}
+optimizer: {lr: 1.0e-2}
+schedule: {warmup_steps: 1}
+eval: {every: 0, batches: 2}
+checkpoint: {every: 0}
+log: {every: 2}
+)");
+    auto t = train("teacher", "--set model.dim=64 --set model.n_layers=3");
+    ASSERT_EQ(t.status, 0) << t.err;
+  }
+  CliResult train(const std::string& name, const std::string& extra) {
+    return run_cli("train " + (tmp_ / "cfg.yaml").string() + " --set run.name=" + name + " " +
+                   extra);
+  }
+  std::string weights(const std::string& name) {
+    return read_text(tmp_ / "runs" / name / "checkpoints/step_6/model.safetensors");
+  }
+  std::string teacher() { return (tmp_ / "runs" / "teacher").string(); }
+  TempDir tmp_;
+};
+
+TEST_F(KdTrainTest, RatioZeroIsPlainTrainingBitForBit) {
+  ASSERT_EQ(train("plain", "").status, 0);
+  auto zero = train("zero", "--set kd.teacher=" + teacher() + " --set kd.ratio=0");
+  ASSERT_EQ(zero.status, 0) << zero.err;
+  EXPECT_NE(zero.err.find("kd.ratio is 0"), std::string::npos) << zero.err;
+  EXPECT_EQ(weights("plain"), weights("zero"));
+  // With the teacher in the loss, the run differs and logs both parts.
+  auto kd = train("kd", "--set kd.teacher=" + teacher() + " --set kd.ratio=0.5 --set kd.loss=js");
+  ASSERT_EQ(kd.status, 0) << kd.err;
+  EXPECT_NE(weights("plain"), weights("kd"));
+  EXPECT_NE(kd.err.find("distillation: teacher"), std::string::npos) << kd.err;
+  auto lines = split(read_text(tmp_ / "runs/kd/metrics.jsonl"), '\n');
+  auto j = Json::parse(lines.front());
+  ASSERT_TRUE(j.find("ce") && j.find("kd") && j.find("teacher_ms")) << lines.front();
+  // The logged loss is the mix of its parts.
+  EXPECT_NEAR(j.at("loss", "t").as_double(),
+              0.5 * j.at("ce", "t").as_double() + 0.5 * j.at("kd", "t").as_double(), 1e-6);
+}
+
+TEST_F(KdTrainTest, VocabularyMismatchIsAnErrorBeforeAnyStep) {
+  auto other = train("big-vocab", "--set model.vocab_size=200");
+  ASSERT_EQ(other.status, 0) << other.err;
+  auto r = train("student", "--set kd.teacher=" + (tmp_ / "runs" / "big-vocab").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("has a vocabulary of 200 tokens, the student 128"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(tmp_ / "runs" / "student" / "metrics.jsonl"));
+  auto missing = train("student2", "--set kd.teacher=" + (tmp_ / "nowhere").string());
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_NE(missing.err.find("does not exist"), std::string::npos) << missing.err;
+}
+
+TEST_F(KdTrainTest, SweepTrainsTheTeacherFirstAndReportsBothStudents) {
+  write_text(tmp_ / "kd.yaml", R"(
+base: cfg.yaml
+seeds: [3]
+teacher: {name: big, set: {model.dim: 64, train.max_steps: 4}}
+zip:
+  names: [no-kd, kd, no-kd-long]
+  kd.ratio: [0.0, 1.0, 0.0]
+  train.max_steps: [4, 4, 8]
+  eval.every: [2, 2, 2]
+)");
+  auto r = run_cli("sweep " + (tmp_ / "kd.yaml").string() + " --runs-root " +
+                   (tmp_ / "sweeps").string() + " --parallel 2");
+  ASSERT_EQ(r.status, 0) << r.err;
+  // The teacher finished before any student started.
+  const auto big = r.err.find("big: done"), first_student = r.err.find("no-kd_s3: started");
+  ASSERT_NE(big, std::string::npos) << r.err;
+  EXPECT_LT(big, first_student) << r.err;
+  auto log = read_text(tmp_ / "sweeps/kd/kd_s3/train.log");
+  EXPECT_NE(log.find("distillation: teacher " + (tmp_ / "sweeps/kd/big").string()),
+            std::string::npos)
+      << log;
+  auto rep = run_cli("report " + (tmp_ / "sweeps/kd").string());
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  auto md = read_text(tmp_ / "sweeps/kd/results.md");
+  EXPECT_NE(md.find("## Distillation: with and without the teacher"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 3 | 4, "), std::string::npos) << md;
+}
+
+}  // namespace
