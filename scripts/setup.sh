@@ -63,5 +63,5 @@ JOBS=${DEEPTHIN_JOBS:-$(nproc)}
 cmake -S . -B build "${GEN[@]}" -DDEEPTHIN_PYTHON="$PY" \
   -DCMAKE_BUILD_TYPE="${DEEPTHIN_BUILD_TYPE:-RelWithDebInfo}" ${DEEPTHIN_CMAKE_ARGS:-} >/dev/null
 log "building with $JOBS jobs"
-cmake --build build -j "$JOBS"
+cmake --build build -j "$JOBS" ${DEEPTHIN_BUILD_TARGET:+--target "$DEEPTHIN_BUILD_TARGET"}
 log "ready: build/deepthin"
