@@ -307,7 +307,7 @@ TEST_P(DistEquivalence, NRanksAtBatchBEqualOneProcessAtNB) {
 INSTANTIATE_TEST_SUITE_P(WorldAccumZero, DistEquivalence,
                          ::testing::Values(Case{2, 1, false}, Case{2, 1, true}, Case{2, 2, false},
                                            Case{2, 2, true}, Case{3, 1, false}, Case{3, 1, true},
-                                           Case{3, 2, false}, Case{3, 2, true}),
+                                           Case{3, 2, false}, Case{3, 2, true}, Case{8, 1, true}),
                          [](const auto& info) {
                            return std::to_string(info.param.world) + "ranks_accum" +
                                   std::to_string(info.param.accum) +

@@ -75,6 +75,9 @@ void CheckpointConfig::visit(Visitor& v) {
   v.field("every", every, "Checkpoint every this many steps (and at the end); 0 only at the end",
           kNonNegative);
   v.field("keep_last", keep_last, "Checkpoints kept; older ones are deleted", kPositive);
+  v.field("at_end", at_end,
+          "Checkpoint when the run ends (turn off for throughput benchmarks; stops on a signal or "
+          "--until-step still checkpoint)");
 }
 
 void KdConfig::visit(Visitor& v) {

@@ -74,6 +74,7 @@ struct EvalConfig : Section {
 struct CheckpointConfig : Section {
   int64_t every = 1000;  // steps; 0 → only at the end
   int64_t keep_last = 3;
+  bool at_end = true;  // checkpoint when the run ends (off for benchmarks)
   void visit(Visitor& v) override;
 };
 

@@ -563,8 +563,8 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     }
     if (cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last_step) run_eval();
     const bool stop_now = stop_signal || (opts.until_step > 0 && state.step >= opts.until_step);
-    if ((cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last_step ||
-        stop_now)
+    if ((cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) ||
+        (last_step && cfg.checkpoint.at_end) || stop_now)
       checkpoint();
     if (stop_now && !last_step) {
       result.interrupted = true;
