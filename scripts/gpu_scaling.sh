@@ -39,9 +39,14 @@ runN() {
     "${common[@]}" --set run.name=$name --set train.max_steps=$steps 2>&1 | keep "$steps"
 }
 c125=(configs/pretrain/mobilellm-125m.yaml --set train.micro_batch_size=32)
-stamp "125M, 1 GPU, accumulation $N"; run1 125m-1gpu $STEPS "${c125[@]}" --set train.grad_accum_steps=$N
+[ "${SKIP_1GPU:-0}" = 1 ] ||
+  { stamp "125M, 1 GPU, accumulation $N"; run1 125m-1gpu $STEPS "${c125[@]}" --set train.grad_accum_steps=$N; }
 stamp "125M, $N GPUs"; runN 125m-${N}gpu $STEPS "${c125[@]}"
 stamp "125M, $N GPUs, ZeRO-1"; runN 125m-${N}gpu-zero $STEPS "${c125[@]}" --set distributed.zero1=true
+if [ "${SKIP_1B:-0}" = 1 ]; then
+  for r in 125m-${N}gpu 125m-${N}gpu-zero; do echo "$r: $(grep '"step":'$STEPS',' $W/runs/$r/metrics.jsonl)"; done
+  stamp "done"; exit 0
+fi
 c1b=(configs/pretrain/mobilellm-1b.yaml)
 stamp "1B at micro-batch 32, $N GPUs, ZeRO-1 (memory probe, 3 steps)"
 runN 1b-probe 3 "${c1b[@]}" --set train.micro_batch_size=32 --set distributed.zero1=true
