@@ -314,6 +314,23 @@ INSTANTIATE_TEST_SUITE_P(WorldAccumZero, DistEquivalence,
                                   (info.param.zero1 ? "_zero1" : "");
                          });
 
+TEST_F(DistTest, DistillationIsDataParallelToo) {
+  // Each rank runs the teacher on its own micro-batch: 2 ranks at b equal 1 process at 2b.
+  auto teacher = single("--set run.name=teacher --set model.dim=64 --set model.n_heads=4");
+  ASSERT_EQ(teacher.status, 0) << teacher.err;
+  const std::string kd = " --set kd.teacher=" + (tmp_ / "runs" / "teacher").string() +
+                         " --set kd.ratio=0.5 --set kd.temperature=2";
+  auto one = single("--set run.name=one --set train.micro_batch_size=4" + kd);
+  ASSERT_EQ(one.status, 0) << one.err;
+  auto dp = launch(2, "--set run.name=dp --set distributed.zero1=true" + kd);
+  ASSERT_EQ(dp.ranks[0].status, 0) << dp.ranks[0].err;
+  ASSERT_EQ(dp.ranks[1].status, 0) << dp.ranks[1].err;
+  EXPECT_NE(dp.ranks[0].err.find("distillation: teacher"), std::string::npos);
+  auto [w_abs, w_rel] =
+      compare(ckpt("one", 4) / "model.safetensors", ckpt("dp", 4) / "model.safetensors");
+  EXPECT_LT(w_abs, 1e-5);
+}
+
 TEST_F(DistTest, ZeroOneResumeIsExact) {
   // 4 steps straight equal 2 steps, a resume from the gathered checkpoint, and 2 more.
   auto straight = launch(2, "--set run.name=straight --set distributed.zero1=true");
