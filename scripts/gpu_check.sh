@@ -3,7 +3,7 @@
 # bf16 CUDA forward of MobileLLM-125M with the fp32 CPU forward. Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+source scripts/lib/gpu_env.sh
 OUT=${OUT:-/tmp/deepthin-gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -10,7 +10,7 @@
 #   scripts/gpu_dist.sh [STEPS]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+source scripts/lib/gpu_env.sh
 STEPS=${1:-100}
 OUT=${OUT:-/tmp/deepthin-gpu}
 W=/tmp/dt-dist
@@ -31,10 +31,7 @@ export PATH=$(dirname "$(command -v python3)"):$PATH
 TORCHRUN=$(python3 -c 'import shutil,sys,os; print(shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable),"torchrun"))')
 
 stamp "data"
-[ -f $W/corpus.jsonl ] || gunzip -c .carry/corpus.jsonl.gz > $W/corpus.jsonl
-[ -f $W/shards/manifest.json ] ||
-  $BIN data prepare --tokenizer .carry/tokenizer-32k.model --input $W/corpus.jsonl --format jsonl \
-    --out $W/shards --val-fraction 0.01 --threads 16 2>&1 | tail -1
+carried_shards $W/corpus.jsonl $W/shards $BIN
 rm -rf $W/runs
 common=(configs/pretrain/mobilellm-125m.yaml --set run.root=$W/runs
   --set data.path=$W/shards --set data.tokenizer=.carry/tokenizer-32k.model

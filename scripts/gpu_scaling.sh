@@ -5,7 +5,7 @@
 #   scripts/gpu_scaling.sh [NGPUS] [STEPS] [STEPS_1B] [MICRO_1B]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+source scripts/lib/gpu_env.sh
 N=${1:-2}; STEPS=${2:-100}; STEPS_1B=${3:-20}; MICRO_1B=${4:-8}
 OUT=${OUT:-/tmp/deepthin-gpu}
 W=/tmp/dt-scale
@@ -21,10 +21,7 @@ if [ "${BUILD:-0}" = 1 ]; then
 fi
 TORCHRUN=$(python3 -c 'import shutil,sys,os; print(shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable),"torchrun"))')
 stamp "data"
-[ -f $W/corpus.jsonl ] || gunzip -c .carry/corpus.jsonl.gz > $W/corpus.jsonl
-[ -f $W/shards/manifest.json ] ||
-  $BIN data prepare --tokenizer .carry/tokenizer-32k.model --input $W/corpus.jsonl --format jsonl \
-    --out $W/shards --val-fraction 0.01 --threads 16 2>&1 | tail -1
+carried_shards $W/corpus.jsonl $W/shards $BIN
 common=(--set run.root=$W/runs --set data.path=$W/shards --set data.tokenizer=.carry/tokenizer-32k.model
   --set optimizer.lr=1.0e-3 --set schedule.warmup_steps=20 --set eval.every=0 --set eval.batches=4
   --set checkpoint.every=0 --set checkpoint.at_end=false --set log.every=10)

@@ -5,7 +5,7 @@
 #   scripts/gpu_sweeps.sh [PARALLEL]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+source scripts/lib/gpu_env.sh
 PARALLEL=${1:-4}
 OUT=${OUT:-/tmp/deepthin-gpu}
 BIN=${BIN:-build/deepthin}
@@ -18,12 +18,9 @@ if [ "${BUILD:-0}" = 1 ]; then
   DEEPTHIN_BUILD_TARGET=deepthin DEEPTHIN_JOBS=${DEEPTHIN_JOBS:-16} scripts/setup.sh > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
 fi
 stamp "data"
-mkdir -p data/tokenizer-32k data/corpus
-cp .carry/tokenizer-32k.model data/tokenizer-32k/tokenizer.model
-[ -f data/corpus/corpus.jsonl ] || gunzip -c .carry/corpus.jsonl.gz > data/corpus/corpus.jsonl
-[ -f data/shards/corpus-32k/manifest.json ] ||
-  $BIN data prepare --tokenizer data/tokenizer-32k/tokenizer.model --input data/corpus/corpus.jsonl \
-    --format jsonl --out data/shards/corpus-32k --val-fraction 0.01 --threads 16 2>&1 | tail -1
+mkdir -p data/tokenizer-32k
+cp .carry/tokenizer-32k.model data/tokenizer-32k/tokenizer.model  # where the experiments' configs look
+carried_shards data/corpus/corpus.jsonl data/shards/corpus-32k $BIN
 for spec in ${EXPERIMENTS:-depth_vs_width_tiny:150 layer_sharing_schemes_tiny:110 kd_tiny:150}; do
   exp=${spec%%:*}; limit=${spec##*:}
   stamp "sweep $exp (at most $limit s)"

@@ -5,16 +5,13 @@
 #   scripts/gpu_train.sh [STEPS] [STOP]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+source scripts/lib/gpu_env.sh
 STEPS=${1:-300}
 STOP=${2:-150}
 OUT=${OUT:-/tmp/deepthin-gpu}
 W=/tmp/dt-train
 mkdir -p "$OUT" $W
-[ -f $W/corpus.jsonl ] || gunzip -c .carry/corpus.jsonl.gz > $W/corpus.jsonl
-[ -f $W/shards/manifest.json ] ||
-  build/deepthin data prepare --tokenizer .carry/tokenizer-32k.model --input $W/corpus.jsonl --format jsonl \
-    --out $W/shards --val-fraction 0.01 --threads 16 2>&1 | tail -2
+carried_shards $W/corpus.jsonl $W/shards build/deepthin
 rm -rf $W/runs
 common=(configs/pretrain/mobilellm-125m.yaml --set run.root=$W/runs --set run.name=125m
   --set data.path=$W/shards --set data.tokenizer=.carry/tokenizer-32k.model

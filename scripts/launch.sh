@@ -62,16 +62,20 @@ for p in "${pids[@]}"; do live[$p]=1; done
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 status=0
+# Poll rather than `wait -n`: a rank that bash has already reaped and reported is no longer a job
+# that `wait -n` can name, while `wait PID` still returns its status.
 while [ ${#live[@]} -gt 0 ]; do
-  unset finished
-  wait -n -p finished "${!live[@]}"
-  rc=$?
-  [ -n "${finished:-}" ] || continue  # a trapped signal interrupted the wait
-  unset "live[$finished]"
-  if [ $rc -ne 0 ] && [ $status -eq 0 ]; then
-    status=$rc
-    echo "launch.sh: a rank (pid $finished) exited with status $rc; stopping the others on this node" >&2
-    forward TERM
-  fi
+  for p in "${!live[@]}"; do
+    kill -0 "$p" 2>/dev/null && continue
+    wait "$p"
+    rc=$?
+    unset "live[$p]"
+    if [ $rc -ne 0 ] && [ $status -eq 0 ]; then
+      status=$rc
+      echo "launch.sh: a rank (pid $p) exited with status $rc; stopping the others on this node" >&2
+      forward TERM
+    fi
+  done
+  [ ${#live[@]} -gt 0 ] && sleep 0.2
 done
 exit $status

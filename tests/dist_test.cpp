@@ -2,8 +2,6 @@
 // must end where one process at micro-batch N·b ends; ZeRO-1 must not change that; a dead or
 // stalled rank must make the others fail within the timeout. Plus the launcher environments.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -16,6 +14,7 @@
 #include "test_util.h"
 #include "util/error.h"
 #include "util/json.h"
+#include "util/net.h"
 
 using namespace deepthin;
 using namespace deepthin::test;
@@ -115,20 +114,6 @@ TEST(LaunchEnv, BadValuesNameTheVariable) {
 
 // ---- Multi-process training.
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("cannot find a free port");
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 struct RankResult {
   int status = -1;
   std::string err;
@@ -145,29 +130,7 @@ class DistTest : public ::testing::Test {
 #ifndef DEEPTHIN_GLOO
     GTEST_SKIP() << "built without gloo (libgloo-dev): no CPU multi-process backend";
 #endif
-    // Token ids from a small deterministic process with some structure to learn.
-    std::string jsonl;
-    uint32_t x = 7;
-    for (int d = 0; d < 120; ++d) {
-      Json ids = Json::array();
-      int prev = 1;
-      for (int k = 0; k < 100; ++k) {
-        x = x * 1664525u + 1013904223u;
-        prev = (x >> 29) < 5 ? (prev * 7 + 3) % 256 : static_cast<int>(x >> 24);
-        ids.push_back(prev);
-      }
-      Json j = Json::object();
-      j["token_ids"] = ids;
-      jsonl += j.dump() + "\n";
-    }
-    write_text(tmp_ / "tokens.jsonl", jsonl);
-    data::PrepareOptions p;
-    p.vocab_size = 256;
-    p.inputs = {(tmp_ / "tokens.jsonl").string()};
-    p.format = data::InputFormat::jsonl_tokens;
-    p.out = tmp_ / "data";
-    p.val_fraction = 0.1;
-    data::prepare_dataset(p);
+    write_token_dataset(tmp_.path(), 256, 120, 7);
     // Adam's first step is g / (|g| + eps) per element, which turns summation-order differences in
     // gradients near eps into visible weight differences: eps 1e-6 keeps that out of the
     // comparison (with 1e-8 and lr 1e-2 the 1e-5 bound is missed by 1-proc-vs-3-proc rounding).
@@ -192,7 +155,7 @@ distributed: {timeout_s: 30, bucket_mb: 0.02}
   // `extra_env(rank)`), waits for rank 0, then gives the others `grace_s` before killing them.
   Launch launch(int n, const std::string& args,
                 const std::function<std::string(int)>& extra_env = {}, int grace_s = 60) {
-    const int port = free_port();
+    const int port = free_tcp_port();
     std::string script = "cd " + tmp_.path().string() + "\n";
     for (int r = 0; r < n; ++r) {
       script += "RANK=" + std::to_string(r) + " WORLD_SIZE=" + std::to_string(n) +
@@ -372,7 +335,7 @@ TEST_F(DistTest, AStalledRankMakesTheOthersFailAtTheTimeout) {
 
 TEST_F(DistTest, RanksWithDifferentConfigsRefuseToTrain) {
   // Rank 1 differs in one --set.
-  const int port = free_port();
+  const int port = free_tcp_port();
   std::string base = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                      " " + DEEPTHIN_CLI + " train " + (tmp_ / "cfg.yaml").string() +
                      " --set run.name=mismatch2";
@@ -394,10 +357,10 @@ TEST_F(DistTest, TorchrunLaunchesItAsIs) {
   if (!fs::exists(torchrun)) GTEST_SKIP() << "no torchrun next to " << DEEPTHIN_PYTHON;
   auto ours = launch(2, "--set run.name=ours");
   ASSERT_EQ(ours.ranks[0].status, 0) << ours.ranks[0].err;
-  auto r = run_cli_with_env("cd " + tmp_.path().string() + " && OMP_NUM_THREADS=1 " + torchrun +
-                                " --nproc-per-node=2 --master-port=" + std::to_string(free_port()) +
-                                " --no-python",
-                            "train cfg.yaml --set run.name=torchrun");
+  auto r = run_cli_with_env(
+      "cd " + tmp_.path().string() + " && OMP_NUM_THREADS=1 " + torchrun +
+          " --nproc-per-node=2 --master-port=" + std::to_string(free_tcp_port()) + " --no-python",
+      "train cfg.yaml --set run.name=torchrun");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("torchrun, master 127.0.0.1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("agent store"), std::string::npos) << r.err;
@@ -425,11 +388,11 @@ TEST_F(DistTest, LaunchScriptOneNodeAndTwoNodes) {
   const std::string bin = std::string(" --bin ") + DEEPTHIN_CLI;
   // One node, two processes.
   auto one =
-      shell("OMP_NUM_THREADS=1 " + script + " --nproc 2 --port " + std::to_string(free_port()) +
+      shell("OMP_NUM_THREADS=1 " + script + " --nproc 2 --port " + std::to_string(free_tcp_port()) +
             bin + " -- " + "train " + cfg + " --set run.name=node1");
   ASSERT_EQ(one.status, 0) << one.err;
   // Two "nodes" of one process each, started separately.
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(free_tcp_port());
   std::string two = "(OMP_NUM_THREADS=1 " + script + " --nproc 1 --nnodes 2 --node-rank 1 --port " +
                     port + bin + " -- train " + cfg + " --set run.name=nodes2 >/dev/null 2>" +
                     (tmp_ / "n1").string() + " & OMP_NUM_THREADS=1 " + script +
@@ -445,7 +408,7 @@ TEST_F(DistTest, LaunchScriptOneNodeAndTwoNodes) {
         << run;
   // A rank that dies takes the node down with a non-zero status.
   auto dead = shell("OMP_NUM_THREADS=1 DEEPTHIN_FAULT=exit_at:2 " + script + " --nproc 2 --port " +
-                    std::to_string(free_port()) + bin + " -- " + "train " + cfg +
+                    std::to_string(free_tcp_port()) + bin + " -- " + "train " + cfg +
                     " --set run.name=dead --set train.max_steps=40");
   EXPECT_NE(dead.status, 0);
   EXPECT_NE(dead.err.find("stopping the others"), std::string::npos) << dead.err;
@@ -459,7 +422,7 @@ TEST_F(DistTest, SlurmEnvironmentTrains) {
   // srun's variables, as two tasks on one node.
   std::string base = std::string("SLURM_NTASKS=2 SLURM_STEP_NUM_TASKS=2 SLURM_NODEID=0 ") +
                      "SLURM_STEP_TASKS_PER_NODE=2 SLURM_JOB_NODELIST=localhost MASTER_PORT=" +
-                     std::to_string(free_port()) + " OMP_NUM_THREADS=1 " + DEEPTHIN_CLI +
+                     std::to_string(free_tcp_port()) + " OMP_NUM_THREADS=1 " + DEEPTHIN_CLI +
                      " train " + (tmp_ / "cfg.yaml").string() + " --set run.name=slurm";
   std::string cmd = "(SLURM_PROCID=0 SLURM_LOCALID=0 " + base + " >/dev/null 2>" +
                     (tmp_ / "s0").string() + " & SLURM_PROCID=1 SLURM_LOCALID=1 " + base +

@@ -125,28 +125,7 @@ TEST(Distillation, EveryLossChunkedEqualsFullLogitsWithMasksAndMixing) {
 class KdTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string jsonl;
-    uint32_t x = 5;
-    for (int d = 0; d < 80; ++d) {
-      Json ids = Json::array();
-      int prev = 1;
-      for (int k = 0; k < 100; ++k) {
-        x = x * 1664525u + 1013904223u;
-        prev = (x >> 29) < 5 ? (prev * 3 + 7) % 128 : static_cast<int>(x >> 25);
-        ids.push_back(prev);
-      }
-      Json j = Json::object();
-      j["token_ids"] = ids;
-      jsonl += j.dump() + "\n";
-    }
-    write_text(tmp_ / "tokens.jsonl", jsonl);
-    data::PrepareOptions p;
-    p.vocab_size = 128;
-    p.inputs = {(tmp_ / "tokens.jsonl").string()};
-    p.format = data::InputFormat::jsonl_tokens;
-    p.out = tmp_ / "data";
-    p.val_fraction = 0.1;
-    data::prepare_dataset(p);
+    write_token_dataset(tmp_.path(), 128, 80, 5);
     write_text(tmp_ / "cfg.yaml", R"(
 run: {root: )" + (tmp_ / "runs").string() +
                                       R"(}

@@ -79,28 +79,7 @@ TEST(SweepBudget, SolverHonoursKvGroupAndTolerance) {
 class SweepTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string jsonl;
-    uint32_t x = 3;
-    for (int d = 0; d < 80; ++d) {
-      Json ids = Json::array();
-      int prev = 1;
-      for (int k = 0; k < 100; ++k) {
-        x = x * 1664525u + 1013904223u;
-        prev = (x >> 29) < 5 ? (prev * 5 + 1) % 128 : static_cast<int>(x >> 25);
-        ids.push_back(prev);
-      }
-      Json j = Json::object();
-      j["token_ids"] = ids;
-      jsonl += j.dump() + "\n";
-    }
-    write_text(tmp_ / "tokens.jsonl", jsonl);
-    data::PrepareOptions p;
-    p.vocab_size = 128;
-    p.inputs = {(tmp_ / "tokens.jsonl").string()};
-    p.format = data::InputFormat::jsonl_tokens;
-    p.out = tmp_ / "data";
-    p.val_fraction = 0.1;
-    data::prepare_dataset(p);
+    write_token_dataset(tmp_.path(), 128, 80, 3);
     write_text(tmp_ / "base.yaml", R"(
 model: {vocab_size: 128, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, max_seq_len: 32}
 data: {path: )" + (tmp_ / "data").string() +

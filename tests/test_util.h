@@ -12,7 +12,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "data/prepare.h"
 #include "util/fs.h"
+#include "util/json.h"
 
 namespace deepthin::test {
 
@@ -76,6 +78,36 @@ inline CliResult run_cli_with_env(const std::string& env, const std::string& arg
 
 inline CliResult run_cli(const std::string& args) {
   return run_cli_with_env("", args);
+}
+
+// A prepared token dataset in `dir` (train and val splits) of `docs` documents of 100 token ids
+// below `vocab` (a power of two): a deterministic process with some structure to learn.
+inline fs::path write_token_dataset(const fs::path& dir, int vocab, int docs, uint32_t seed) {
+  int shift = 32;
+  for (int v = vocab; v > 1; v >>= 1) --shift;
+  std::string jsonl;
+  uint32_t x = seed;
+  for (int d = 0; d < docs; ++d) {
+    Json ids = Json::array();
+    int prev = 1;
+    for (int k = 0; k < 100; ++k) {
+      x = x * 1664525u + 1013904223u;
+      prev = (x >> 29) < 5 ? (prev * 7 + 3) % vocab : static_cast<int>(x >> shift);
+      ids.push_back(prev);
+    }
+    Json j = Json::object();
+    j["token_ids"] = ids;
+    jsonl += j.dump() + "\n";
+  }
+  write_text(dir / "tokens.jsonl", jsonl);
+  data::PrepareOptions p;
+  p.vocab_size = vocab;
+  p.inputs = {(dir / "tokens.jsonl").string()};
+  p.format = data::InputFormat::jsonl_tokens;
+  p.out = dir / "data";
+  p.val_fraction = 0.1;
+  data::prepare_dataset(p);
+  return p.out;
 }
 
 }  // namespace deepthin::test

@@ -1,9 +1,7 @@
 #include "sweep/runner.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/net.h"
 #include "util/strings.h"
 
 namespace deepthin::sweep {
@@ -31,20 +30,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_sweep_signal(int) {
   g_stop = true;
-}
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 29700;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  if (fd >= 0) ::close(fd);
-  return port;
 }
 
 std::string duration(double s) {
@@ -326,7 +311,7 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
       const std::vector<std::string> args{"train", (dir / "run.yaml").string(), "--resume",
                                           dir.string()};
       if (world > 1) {
-        const std::string port = std::to_string(free_port());
+        const std::string port = std::to_string(free_tcp_port());
         for (int rank = 0; rank < world; ++rank) {
           auto renv = env;
           for (auto kv : std::vector<std::pair<std::string, std::string>>{
