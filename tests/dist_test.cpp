@@ -277,6 +277,23 @@ INSTANTIATE_TEST_SUITE_P(WorldAccumZero, DistEquivalence,
                                   (info.param.zero1 ? "_zero1" : "");
                          });
 
+// Activation checkpointing on the layer-shared model (immediate ×2): a recomputed shared block's
+// parameters receive their gradient once per recomputed use, and each gradient bucket waits for all
+// of them before it is averaged. Two ranks then train exactly as one process does without
+// checkpointing.
+TEST_F(DistTest, RecomputedSharedBlocksAreAveragedOnce) {
+  auto one = single("--set run.name=one --set train.micro_batch_size=4");
+  ASSERT_EQ(one.status, 0) << one.err;
+  for (std::string mode : {"full", "selective"}) {
+    auto dp =
+        launch(2, "--set run.name=dp_" + mode + " --set train.activation_checkpointing=" + mode);
+    for (int r = 0; r < 2; ++r) ASSERT_EQ(dp.ranks[r].status, 0) << dp.ranks[r].err;
+    auto [w_abs, w_rel] =
+        compare(ckpt("one", 4) / "model.safetensors", ckpt("dp_" + mode, 4) / "model.safetensors");
+    EXPECT_LT(w_abs, 1e-5) << mode << ": weights after 4 steps";
+  }
+}
+
 TEST_F(DistTest, DistillationIsDataParallelToo) {
   // Each rank runs the teacher on its own micro-batch: 2 ranks at b equal 1 process at 2b.
   auto teacher = single("--set run.name=teacher --set model.dim=64 --set model.n_heads=4");

@@ -1,4 +1,4 @@
-// deepthin bench CONFIG [--set …] [--steps N] [--warmup W]
+// deepthin bench CONFIG [--set …] [--steps N] [--warmup W] [--profile N] [--step-only]
 #include <cstdio>
 
 #include "cli/args.h"
@@ -9,7 +9,7 @@
 namespace deepthin::cli {
 
 int run_bench(const Argv& argv) {
-  Args args("bench", "deepthin bench CONFIG [--set KEY=VALUE]... [--steps N] [--warmup W]",
+  Args args("bench", "deepthin bench CONFIG [--set KEY=VALUE]... [--steps N] [--warmup W] [--profile N] [--step-only]",
             "Time the parts of one training step (forward, forward+backward, fused loss, "
             "optimizer, whole "
             "step) on random tokens at the config's micro-batch, length, device and precision. "
@@ -17,12 +17,17 @@ int run_bench(const Argv& argv) {
             {"CONFIG"},
             {set_option(),
              {"steps", "N", "Timed repetitions per part (default 10; median reported)"},
-             {"warmup", "W", "Untimed repetitions first (default 3)"}});
+             {"warmup", "W", "Untimed repetitions first (default 3)"},
+             {"profile", "N",
+              "Also profile N steps (CUDA) and report GPU time per step by kernel family"},
+             {"step-only", "", "Time only the whole step, not its parts"}});
   if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   train::BenchOptions o;
   o.steps = std::max<int64_t>(1, args.get_int("steps", 10));
   o.warmup = std::max<int64_t>(0, args.get_int("warmup", 3));
+  o.profile_steps = std::max<int64_t>(0, args.get_int("profile", 0));
+  o.step_only = args.has("step-only");
   std::printf("%s\n", train::bench_step(cfg, o).dump(2).c_str());
   return 0;
 }

@@ -43,6 +43,15 @@ void TrainConfig::visit(Visitor& v) {
   v.field("peak_tflops", peak_tflops,
           "Peak dense bf16 TFLOP/s per device for MFU; 0 looks the GPU up (H100/H200/A100)",
           RealRange{0.0});
+  v.choice("kernels", kernels, kKernelChoices,
+           "fused: on GPUs the project's CUDA kernels (residual add + RMSNorm, RoPE fused with the "
+           "q|k|v split, SwiGLU with recompute, in-place LM-head cross-entropy) and fused q|k|v "
+           "and gate|up products; reference: the plain layers (the CPU always runs these)");
+  v.choice("activation_checkpointing", activation_checkpointing, kRecomputeChoices,
+           "Recompute blocks in backward instead of keeping their activations: none, selective "
+           "(every activation_checkpointing_every-th effective layer) or full (every layer)");
+  v.field("activation_checkpointing_every", activation_checkpointing_every,
+          "selective checkpointing recomputes every Nth effective layer", kPositive);
 }
 
 void OptimizerConfig::visit(Visitor& v) {

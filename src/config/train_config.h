@@ -29,6 +29,12 @@ struct DataConfig : Section {
 enum class PrecisionChoice { auto_, bf16, fp32 };
 inline constexpr std::array<std::string_view, 3> kPrecisions{"auto", "bf16", "fp32"};
 
+enum class KernelChoice { fused, reference };
+inline constexpr std::array<std::string_view, 2> kKernelChoices{"fused", "reference"};
+
+enum class RecomputeChoice { none, selective, full };
+inline constexpr std::array<std::string_view, 3> kRecomputeChoices{"none", "selective", "full"};
+
 struct TrainConfig : Section {
   int64_t micro_batch_size = 16;
   int64_t grad_accum_steps = 1;
@@ -40,8 +46,11 @@ struct TrainConfig : Section {
   std::string device = "auto";
   double grad_clip = 1.0;  // 0 disables clipping (the norm is still measured)
   int64_t max_bad_steps = 5;
-  int64_t loss_chunk_tokens = 4096;  // rows of logits alive at once in the LM-head loss
-  double peak_tflops = 0;            // per device, for MFU; 0 → known GPU table
+  int64_t loss_chunk_tokens = 4096;            // rows of logits alive at once in the LM-head loss
+  double peak_tflops = 0;                      // per device, for MFU; 0 → known GPU table
+  KernelChoice kernels = KernelChoice::fused;  // fused CUDA path on GPUs, or the plain layers
+  RecomputeChoice activation_checkpointing = RecomputeChoice::none;
+  int64_t activation_checkpointing_every = 2;  // selective: every Nth effective layer
   void visit(Visitor& v) override;
 };
 

@@ -11,19 +11,22 @@ namespace deepthin::dist {
 
 DataParallel::DataParallel(std::shared_ptr<Comm> comm,
                            const std::vector<std::pair<std::string, at::Tensor>>& named,
-                           double bucket_mb, bool zero1)
+                           double bucket_mb, bool zero1,
+                           const std::vector<std::pair<std::string, int>>& accumulations)
     : comm_(std::move(comm)), zero1_(zero1) {
   if (named.empty()) fail_runtime("DataParallel: the model has no parameters");
   // Reverse registration order: the output end of the model produces its gradients first.
   const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024 / 4));
   int64_t offset = 0;
   for (auto it = named.rbegin(); it != named.rend(); ++it) {
-    Entry e{it->first, it->second, offset, it->second.numel(), 0};
+    Entry e{it->first, it->second, offset, it->second.numel(), 0, 1};
+    for (const auto& [name, n] : accumulations)
+      if (name == e.name) e.accumulations = std::max(1, n);
     if (buckets_.empty() || buckets_.back().end - buckets_.back().begin >= cap)
       buckets_.push_back(Bucket{offset, offset, 0, 0, false, {}});
     e.bucket = static_cast<int>(buckets_.size()) - 1;
     buckets_.back().end = offset + e.numel;
-    ++buckets_.back().params;
+    buckets_.back().params += e.accumulations;
     offset += e.numel;
     entries_.push_back(e);
   }

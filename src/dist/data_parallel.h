@@ -37,11 +37,15 @@ class DataParallel {
     int64_t offset = 0;  // in the flat buffers
     int64_t numel = 0;
     int bucket = 0;
+    int accumulations = 1;  // gradient accumulator runs per backward pass
   };
 
+  // `accumulations` names the parameters whose gradient accumulator runs more than once in a
+  // backward pass (a shared block recomputed by activation checkpointing: model/recompute.h); a
+  // bucket is ready once all its parameters' accumulators have run that often. Absent: once.
   DataParallel(std::shared_ptr<Comm> comm,
                const std::vector<std::pair<std::string, at::Tensor>>& named, double bucket_mb,
-               bool zero1);
+               bool zero1, const std::vector<std::pair<std::string, int>>& accumulations = {});
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -73,7 +77,7 @@ class DataParallel {
  private:
   struct Bucket {
     int64_t begin = 0, end = 0;  // element range in flat_grads_
-    int params = 0;
+    int params = 0;              // accumulator runs expected per backward
     int pending = 0;
     bool launched = false;
     c10::intrusive_ptr<c10d::Work> work;

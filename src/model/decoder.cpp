@@ -2,9 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/options/embedding.h>
 #include <torch/nn/options/linear.h>
 
+#include "kernels/fused.h"
+#include "model/recompute.h"
 #include "util/error.h"
 
 namespace deepthin::model {
@@ -46,9 +49,57 @@ torch::Tensor DecoderImpl::hidden_states(const torch::Tensor& tokens, KvCache* c
   auto cos = buffers()[0].narrow(0, offset, T);
   auto sin = buffers()[1].narrow(0, offset, T);
   auto x = embed_tokens(tokens);
-  for (size_t i = 0; i < schedule_.size(); ++i)
-    x = blocks_[schedule_[i]](x, cos, sin, cache ? &cache->slots[i] : nullptr);
+  const bool grad = torch::autograd::GradMode::is_enabled();
+  auto recomputed = [&](size_t i) { return grad && i < recompute_.size() && recompute_[i]; };
+  if (!cache && kernels::use_fused(x)) {
+    // The fused path: the residual stream travels as (x, delta), each add done by the next norm.
+    at::Tensor delta;
+    for (size_t i = 0; i < schedule_.size(); ++i) {
+      auto block = blocks_[schedule_[i]].ptr();
+      BlockStep step = [block, cos, sin](const at::Tensor& a, const at::Tensor& b) {
+        return block->forward_fused(a, b, cos, sin);
+      };
+      std::tie(x, delta) = recomputed(i) ? recompute(step, x, delta) : step(x, delta);
+    }
+    return norm->forward_fused(x, delta, kernels::compute_dtype(x)).second;
+  }
+  for (size_t i = 0; i < schedule_.size(); ++i) {
+    auto block = blocks_[schedule_[i]].ptr();
+    if (recomputed(i) && !cache) {
+      BlockStep step = [block, cos, sin](const at::Tensor& a, const at::Tensor&) {
+        return std::pair<at::Tensor, at::Tensor>{block->forward(a, cos, sin), {}};
+      };
+      x = recompute(step, x, {}).first;
+    } else {
+      x = block->forward(x, cos, sin, cache ? &cache->slots[i] : nullptr);
+    }
+  }
   return norm(x);
+}
+
+void DecoderImpl::set_recompute(std::vector<bool> layers) {
+  if (!layers.empty() && layers.size() != schedule_.size())
+    fail_runtime("set_recompute: " + std::to_string(layers.size()) + " flags for " +
+                 std::to_string(schedule_.size()) + " effective layers");
+  recompute_ = std::move(layers);
+}
+
+std::vector<std::pair<std::string, int>> DecoderImpl::gradient_accumulations() const {
+  std::vector<int> recomputed(blocks_.size(), 0), plain(blocks_.size(), 0);
+  for (size_t i = 0; i < schedule_.size(); ++i)
+    ++(i < recompute_.size() && recompute_[i] ? recomputed : plain)[schedule_[i]];
+  std::vector<std::pair<std::string, int>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    int n = 1;
+    const std::string prefix = "model.layers.";
+    if (name.rfind(prefix, 0) == 0) {
+      const size_t b = std::stoul(name.substr(prefix.size()));
+      n = recomputed[b] + (plain[b] > 0 ? 1 : 0);
+    }
+    out.emplace_back(name, n);
+  }
+  return out;
 }
 
 torch::Tensor DecoderImpl::output_weight() const {

@@ -9,6 +9,8 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "config/model_config.h"
@@ -41,6 +43,16 @@ class DecoderImpl : public torch::nn::Module {
   const config::ModelConfig& config() const { return cfg_; }
   const std::vector<int64_t>& schedule() const { return schedule_; }
 
+  // Activation checkpointing: effective layers whose flag is set keep only their input and are run
+  // again in backward. Empty (the default) recomputes nothing. Applied from outside, by the
+  // trainer.
+  void set_recompute(std::vector<bool> layers);
+  const std::vector<bool>& recompute_layers() const { return recompute_; }
+  // How many times each parameter's gradient is accumulated in one backward pass: 1, except that
+  // a shared block's parameters are accumulated once per recomputed use (plus once for its plain
+  // uses, which autograd sums first).
+  std::vector<std::pair<std::string, int>> gradient_accumulations() const;
+
   // Normal(0, init.std) for linear and embedding weights, ones / zeros for norms; drawn on the CPU
   // from `seed` in parameter order, so the same seed gives the same weights on every device.
   void reset_parameters(uint64_t seed);
@@ -54,6 +66,7 @@ class DecoderImpl : public torch::nn::Module {
   config::ModelConfig cfg_;
   std::vector<int64_t> schedule_;
   std::vector<Block> blocks_;
+  std::vector<bool> recompute_;
   torch::Tensor rope_cos_, rope_sin_;
 };
 TORCH_MODULE(Decoder);

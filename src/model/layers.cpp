@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/options/linear.h>
 
+#include "kernels/fused.h"
+
 namespace deepthin::model {
 
 using config::FfnType;
@@ -34,6 +36,14 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   return at::layer_norm(xf, {xf.size(-1)}, weight.to(torch::kFloat32), bias.to(torch::kFloat32),
                         eps_)
       .to(dtype);
+}
+
+std::pair<torch::Tensor, torch::Tensor> NormImpl::forward_fused(const torch::Tensor& x,
+                                                                const torch::Tensor& delta,
+                                                                at::ScalarType out_dtype) {
+  if (type_ == NormType::rmsnorm) return kernels::add_rms_norm(x, delta, weight, eps_, out_dtype);
+  auto s = delta.defined() ? x + delta : x;
+  return {s, forward(s)};
 }
 
 RopeTables make_rope_tables(int64_t head_dim, int64_t max_seq_len, double theta) {
@@ -98,6 +108,24 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return o_proj(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
 }
 
+torch::Tensor AttentionImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                                           const torch::Tensor& sin) {
+  const int64_t B = x.size(0), T = x.size(1);
+  // One product for q|k|v; the weights stay three parameters (the export layout).
+  auto qkv = at::linear(x, at::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
+  auto [q, k, v] = kernels::rope_split(qkv, cos.to(at::kFloat), sin.to(at::kFloat), n_heads_,
+                                       n_kv_heads_, head_dim_);
+  bool gqa = n_kv_heads_ != n_heads_;
+  if (gqa && kernels::expand_kv_heads()) {
+    k = k.repeat_interleave(n_heads_ / n_kv_heads_, 1);
+    v = v.repeat_interleave(n_heads_ / n_kv_heads_, 1);
+    gqa = false;
+  }
+  auto out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
+                                              /*enable_gqa=*/gqa);
+  return o_proj(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+}
+
 MlpImpl::MlpImpl(const config::ModelConfig& cfg) : type_(cfg.ffn.type) {
   if (type_ == FfnType::swiglu)
     gate_proj = register_module("gate_proj", make_linear(cfg.dim, cfg.ffn.hidden_dim));
@@ -117,6 +145,13 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return {};
 }
 
+torch::Tensor MlpImpl::forward_fused(const torch::Tensor& x) {
+  if (type_ != FfnType::swiglu) return forward(x);
+  auto gu = at::linear(x, at::cat({gate_proj->weight, up_proj->weight}, 0));
+  if (!kernels::recompute_swiglu()) return down_proj(kernels::swiglu(gu));
+  return kernels::swiglu_down(gu, down_proj->weight, kernels::compute_dtype(x));
+}
+
 BlockImpl::BlockImpl(const config::ModelConfig& cfg) {
   input_layernorm = register_module("input_layernorm", Norm(cfg.norm, cfg.dim));
   self_attn = register_module("self_attn", Attention(cfg));
@@ -128,6 +163,17 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& co
                                  const torch::Tensor& sin, KvSlot* slot) {
   auto h = x + self_attn(input_layernorm(x), cos, sin, slot);
   return h + mlp(post_attention_layernorm(h));
+}
+
+std::pair<torch::Tensor, torch::Tensor> BlockImpl::forward_fused(const torch::Tensor& x,
+                                                                 const torch::Tensor& delta,
+                                                                 const torch::Tensor& cos,
+                                                                 const torch::Tensor& sin) {
+  const auto compute = kernels::compute_dtype(x);
+  auto [x1, h1] = input_layernorm->forward_fused(x, delta, compute);
+  auto attn = self_attn->forward_fused(h1, cos, sin);
+  auto [x2, h2] = post_attention_layernorm->forward_fused(x1, attn, compute);
+  return {x2, mlp->forward_fused(h2)};
 }
 
 }  // namespace deepthin::model

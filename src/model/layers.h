@@ -8,6 +8,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include <utility>
+
 #include "config/model_config.h"
 
 namespace deepthin::model {
@@ -17,6 +19,10 @@ class NormImpl : public torch::nn::Module {
  public:
   NormImpl(const config::NormConfig& cfg, int64_t dim);
   torch::Tensor forward(const torch::Tensor& x);
+  // Fused path: (x + delta, norm(x + delta)) with the norm in out_dtype; delta may be undefined.
+  std::pair<torch::Tensor, torch::Tensor> forward_fused(const torch::Tensor& x,
+                                                        const torch::Tensor& delta,
+                                                        at::ScalarType out_dtype);
   torch::Tensor weight, bias;
 
  private:
@@ -46,6 +52,9 @@ class AttentionImpl : public torch::nn::Module {
   // values are appended to it and attention covers the cached prefix too.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         KvSlot* slot = nullptr);
+  // Fused path (training and full-sequence scoring): one q|k|v product, RoPE fused with the split.
+  torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                              const torch::Tensor& sin);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -57,6 +66,9 @@ class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const config::ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
+  // Fused path: one gate|up product, SwiGLU and the down projection with the product recomputed in
+  // backward (relu / gelu run as in forward()).
+  torch::Tensor forward_fused(const torch::Tensor& x);
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
@@ -70,6 +82,13 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const config::ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         KvSlot* slot = nullptr);
+  // Fused path. The residual stream arrives as (x, delta) with x + delta the block's input (delta
+  // undefined for the first block) and leaves the same way, so that each residual add runs inside
+  // the next norm's kernel: returns (x + delta + attn, mlp output).
+  std::pair<torch::Tensor, torch::Tensor> forward_fused(const torch::Tensor& x,
+                                                        const torch::Tensor& delta,
+                                                        const torch::Tensor& cos,
+                                                        const torch::Tensor& sin);
   Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};

@@ -2,17 +2,21 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 
+#include "dist/comm.h"
 #include "model/decoder.h"
 #include "model/param_count.h"
 #include "train/device_info.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
+#include "train/step.h"
 
 namespace deepthin::train {
 
@@ -33,6 +37,92 @@ double median_ms(const c10::Device& d, const BenchOptions& o, const std::functio
   return ms[ms.size() / 2];
 }
 
+// A kernel's family, from its (demangled) name.
+std::string kernel_family(std::string name) {
+  std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+  auto has = [&](std::initializer_list<const char*> keys) {
+    for (const char* k : keys)
+      if (name.find(k) != std::string::npos) return true;
+    return false;
+  };
+  if (has({"deepthin"})) {
+    if (has({"rms_"})) return "deepthin RMSNorm (+ residual add)";
+    if (has({"rope"})) return "deepthin RoPE + q|k|v split";
+    if (has({"swiglu"})) return "deepthin SwiGLU";
+    if (has({"xent"})) return "deepthin LM-head cross-entropy";
+    return "deepthin other";
+  }
+  if (has({"flash", "fmha", "cudnn", "attention", "sdpa"})) return "attention (SDPA)";
+  if (has({"gemm", "cutlass", "nvjet", "xmma", "cublas", "gemv", "splitk"})) return "GEMM";
+  if (has({"adam"})) return "AdamW";
+  if (has({"embedding", "indexing", "index_", "scatter", "gather", "sort", "radix"}))
+    return "embedding / indexing";
+  if (has({"reduce", "norm"})) return "reductions (norms, sums)";
+  if (has({"memset", "fill"})) return "memset / fill";
+  if (has({"memcpy", "copy", "cat", "unrolled_elementwise", "vectorized_elementwise",
+           "elementwise"}))
+    return "ATen elementwise / casts / copies";
+  return "other";
+}
+
+// GPU time per step by kernel family over `steps` runs of f, from the Kineto profiler.
+Json profile_families(const std::function<void()>& f, const c10::Device& device, int64_t steps) {
+  namespace prof = torch::autograd::profiler;
+  using torch::profiler::impl::ActivityType;
+  using torch::profiler::impl::ProfilerConfig;
+  using torch::profiler::impl::ProfilerState;
+  Json out = Json::object();
+  try {
+    ProfilerConfig config(ProfilerState::KINETO);
+    const std::set<ActivityType> acts{ActivityType::CPU, ActivityType::CUDA};
+    prof::prepareProfiler(config, acts);
+    prof::enableProfiler(config, acts);
+    for (int64_t i = 0; i < steps; ++i) f();
+    synchronize(device);
+    auto result = prof::disableProfiler();
+    std::map<std::string, std::pair<double, int64_t>> fam;  // ms, kernel count
+    std::map<std::string, double> by_name;
+    double total = 0;
+    for (const auto& e : result->events()) {
+      if (e.deviceType() != c10::DeviceType::CUDA) continue;
+      const double ms = static_cast<double>(e.durationNs()) / 1e6;
+      auto& slot = fam[kernel_family(e.name())];
+      slot.first += ms;
+      slot.second += 1;
+      by_name[e.name().substr(0, 120)] += ms;
+      total += ms;
+    }
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(fam.begin(), fam.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    Json list = Json::array();
+    for (const auto& [name, v] : rows) {
+      Json r = Json::object();
+      r["family"] = name;
+      r["ms_per_step"] = v.first / static_cast<double>(steps);
+      r["share"] = total > 0 ? v.first / total : 0.0;
+      r["kernels_per_step"] = static_cast<double>(v.second) / static_cast<double>(steps);
+      list.push_back(r);
+    }
+    std::vector<std::pair<std::string, double>> names(by_name.begin(), by_name.end());
+    std::sort(names.begin(), names.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    Json top = Json::array();
+    for (size_t i = 0; i < names.size() && i < 12; ++i) {
+      Json r = Json::object();
+      r["kernel"] = names[i].first;
+      r["ms_per_step"] = names[i].second / static_cast<double>(steps);
+      top.push_back(r);
+    }
+    out["top_kernels"] = top;
+    out["gpu_ms_per_step"] = total / static_cast<double>(steps);
+    out["families"] = list;
+  } catch (const std::exception& e) {
+    out["error"] = std::string("profiler unavailable: ") + e.what();
+  }
+  return out;
+}
+
 }  // namespace
 
 Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
@@ -42,67 +132,60 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   const Precision precision = resolve_precision(tc.precision, device);
   model::Decoder m(cfg.model);
   m->to(device);
+  configure_for_training(m, tc);
   std::vector<std::pair<std::string, at::Tensor>> named;
-  std::vector<at::Tensor> params;
-  for (const auto& item : m->named_parameters()) {
-    named.emplace_back(item.key(), item.value());
-    params.push_back(item.value());
-  }
+  for (const auto& item : m->named_parameters()) named.emplace_back(item.key(), item.value());
   AdamW opt(named, cfg.optimizer);
+  dist::Comm comm;  // a world of one
+  TrainStep step({m, &opt, &comm, nullptr, nullptr, nullptr, device, precision}, tc);
   const int64_t B = tc.micro_batch_size, T = tc.seq_len, D = cfg.model.dim;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   auto tokens = at::randint(cfg.model.vocab_size, {B, T + 1}, gen, at::kLong).to(device);
-  auto inputs = tokens.narrow(1, 0, T), targets = tokens.narrow(1, 1, T).reshape({-1});
-  LmLossOptions lo;
-  lo.chunk_rows = tc.loss_chunk_tokens;
-  lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
-
-  auto forward = [&] {
-    AutocastScope ac(device, precision);
-    return m->hidden_states(inputs);
-  };
-  auto zero = [&] {
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
-  };
-  auto fwd_bwd = [&] {
-    auto h = forward();
-    lm_head_cross_entropy(h.reshape({-1, D}), m->output_weight(), targets, lo).backward();
-  };
+  auto batch = [&] { return tokens; };
 
   Json out = Json::object();
   out["device"] = device_name(device);
   out["precision"] = precision_name(precision);
+  out["kernels"] = config::kKernelChoices[static_cast<int>(tc.kernels)];
+  out["activation_checkpointing"] =
+      config::kRecomputeChoices[static_cast<int>(tc.activation_checkpointing)];
   out["micro_batch"] = B;
   out["seq_len"] = T;
-  out["forward_ms"] = median_ms(device, opts, [&] {
-    torch::NoGradGuard ng;
-    forward();
-  });
-  out["forward_backward_ms"] = median_ms(device, opts, [&] {
-    fwd_bwd();
-    zero();
-  });
-  {
-    auto h = at::randn({B * T, D}, gen).to(device).requires_grad_(true);
-    auto w = m->output_weight();
-    out["loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
-      lm_head_cross_entropy(h, w, targets, lo).backward();
-      h.mutable_grad().reset();
+  if (!opts.step_only) {
+    auto zero = [&] {
+      for (auto& p : step.params())
+        if (p.grad().defined()) p.mutable_grad().zero_();
+    };
+    out["forward_ms"] = median_ms(device, opts, [&] {
+      torch::NoGradGuard ng;
+      AutocastScope ac(device, precision);
+      m->hidden_states(tokens.narrow(1, 0, T));
+    });
+    out["forward_backward_ms"] = median_ms(device, opts, [&] {
+      batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
       zero();
     });
-  }
-  fwd_bwd();  // grads exist for the optimizer timing
-  out["optimizer_ms"] = median_ms(device, opts, [&] { opt.step(1e-6); });
-  const double step_ms = median_ms(device, opts, [&] {
-    fwd_bwd();
-    std::vector<at::Tensor> grads;
-    for (auto& p : params) grads.push_back(p.grad());
-    auto norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2).item<double>();
-    (void)norm;
-    opt.step(1e-6);
+    {
+      auto h = at::randn({B * T, D}, gen).to(device).requires_grad_(true);
+      auto w = m->output_weight();
+      auto targets = tokens.narrow(1, 1, T).reshape({-1});
+      LmLossOptions lo;
+      lo.chunk_rows = tc.loss_chunk_tokens;
+      lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+      out["loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
+        lm_head_cross_entropy(h, w, targets, lo).backward();
+        h.mutable_grad().reset();
+        zero();
+      });
+    }
+    batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
+    out["optimizer_ms"] = median_ms(device, opts, [&] { opt.step(1e-6); });
     zero();
-  });
+  }
+  synchronize(device);
+  reset_peak_memory(device);
+  const double step_ms =
+      median_ms(device, opts, [&] { step.run(batch, 1e-6, 1, /*stop_requested=*/false); });
   out["step_ms"] = step_ms;
   const double tps = static_cast<double>(B * T) / (step_ms / 1e3);
   out["tokens_per_s"] = tps;
@@ -113,6 +196,9 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
     out["speed_of_light_ms"] = flops * static_cast<double>(B * T) / (peak * 1e12) * 1e3;
   }
   out["peak_mem_gb"] = peak_memory_gb(device);
+  if (opts.profile_steps > 0 && device.is_cuda())
+    out["profile"] =
+        profile_families([&] { step.run(batch, 1e-6, 1, false); }, device, opts.profile_steps);
   return out;
 }
 

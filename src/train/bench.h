@@ -1,5 +1,5 @@
 // Step benchmark: where one training step's time goes, on random tokens, with device syncs between
-// parts.
+// parts. The whole step is train::TrainStep, the unit `deepthin train` runs.
 #pragma once
 
 #include <cstdint>
@@ -12,12 +12,14 @@ namespace deepthin::train {
 struct BenchOptions {
   int64_t steps = 10;  // timed repetitions of each part (the median is reported)
   int64_t warmup = 3;
+  int64_t profile_steps = 0;  // > 0: profile that many steps and report GPU time by kernel family
+  bool step_only = false;     // time only the whole step (skip the parts)
 };
 
 // Times, for micro-batch × seq_len of the config's train section on its device and precision:
 // forward (no grad), forward + loss + backward, the fused loss alone (forward + backward), the
-// optimizer update, and a whole step (with clipping and zeroing). Returns milliseconds per part,
-// tokens/s and MFU of the whole step.
+// optimizer update, and a whole step (TrainStep: backward, clipping, AdamW, zeroing). Returns
+// milliseconds per part, tokens/s, MFU and the step's peak memory.
 Json bench_step(const config::Config& cfg, const BenchOptions& opts);
 
 }  // namespace deepthin::train

@@ -3,53 +3,75 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "kernels/ops.h"
+
 namespace deepthin::train {
 
 namespace {
+
+struct ChunkedLoss {
+  at::Tensor total;           // mean loss (fp32 scalar)
+  at::Tensor grad_h, grad_w;  // d total / d hidden, d total / d weight (when asked for)
+};
+
+// The loop both paths share: per chunk, logits in the compute dtype into one reused buffer, then
+// the per-row loss and, with gradients, (softmax − one-hot) / count written over the logits by one
+// kernel (kernels::cross_entropy_rows), then the two products that give the chunk's gradients.
+ChunkedLoss chunked_loss(const at::Tensor& hidden, const at::Tensor& weight,
+                         const at::Tensor& targets, const LmLossOptions& o, bool grads) {
+  const auto dtype = o.compute_dtype;
+  const int64_t N = hidden.size(0), V = weight.size(0);
+  auto w = weight.to(dtype);
+  auto inv_count =
+      1.0 / targets.ne(o.ignore_index).sum().to(at::kFloat).clamp_min(1.0).reshape({1});
+  auto buffer = at::empty({std::min(o.chunk_rows, N), V}, hidden.options().dtype(dtype));
+  ChunkedLoss out;
+  out.total = at::zeros({}, hidden.options().dtype(at::kFloat));
+  if (grads) {
+    out.grad_h = at::empty(hidden.sizes(), hidden.options().dtype(dtype));
+    out.grad_w = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
+  }
+  for (int64_t start = 0; start < N; start += o.chunk_rows) {
+    const int64_t n = std::min(o.chunk_rows, N - start);
+    auto h = hidden.narrow(0, start, n).to(dtype);
+    auto logits = buffer.narrow(0, 0, n);
+    at::mm_out(logits, h, w.t());
+    out.total += kernels::cross_entropy_rows(logits, targets.narrow(0, start, n), inv_count,
+                                             o.ignore_index, grads)
+                     .sum();
+    if (!grads) continue;
+    auto grad_rows = out.grad_h.narrow(0, start, n);
+    at::mm_out(grad_rows, logits, w);  // the logits now hold d loss / d logits
+    if (dtype == at::kFloat)
+      out.grad_w.addmm_(logits.t(), h);
+    else
+      out.grad_w.add_(at::mm(logits.t(), h));
+  }
+  out.total = out.total * inv_count.squeeze();
+  return out;
+}
 
 class FusedLmLoss : public torch::autograd::Function<FusedLmLoss> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden,
                             const at::Tensor& weight, const at::Tensor& targets, int64_t chunk_rows,
                             int64_t compute_dtype, int64_t ignore_index) {
-    const auto dtype = static_cast<at::ScalarType>(compute_dtype);
-    const int64_t N = hidden.size(0);
-    auto w = weight.to(dtype);
-    auto valid = targets.ne(ignore_index);
-    auto count = valid.sum().to(at::kFloat).clamp_min(1.0);
-    auto grad_h = at::empty_like(hidden);
-    auto grad_w = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
-    auto total = at::zeros({}, hidden.options().dtype(at::kFloat));
-    for (int64_t start = 0; start < N; start += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, N - start);
-      auto h = hidden.narrow(0, start, n).to(dtype);
-      auto t = targets.narrow(0, start, n);
-      auto m = valid.narrow(0, start, n);
-      auto logits = at::matmul(h, w.t()).to(at::kFloat);  // [n, V]
-      auto lse = at::logsumexp(logits, 1);
-      auto safe_t = t.masked_fill(~m, 0);
-      auto picked = logits.gather(1, safe_t.unsqueeze(1)).squeeze(1);
-      total += ((lse - picked) * m).sum();
-      // d loss / d logits = (softmax − onehot) · mask / count, computed in place on the logits
-      // buffer.
-      auto g = logits.sub_(lse.unsqueeze(1)).exp_();
-      g.scatter_add_(1, safe_t.unsqueeze(1), at::full({n, 1}, -1.0, g.options()));
-      g.mul_((m.to(at::kFloat) / count).unsqueeze(1));
-      auto gd = g.to(dtype);
-      grad_h.narrow(0, start, n).copy_(at::matmul(gd, w));
-      grad_w.add_(at::matmul(gd.t(), h));
-    }
-    ctx->saved_data["grad_h"] = grad_h;
-    ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
-    return total / count;
+    LmLossOptions o;
+    o.chunk_rows = chunk_rows;
+    o.compute_dtype = static_cast<at::ScalarType>(compute_dtype);
+    o.ignore_index = ignore_index;
+    auto r = chunked_loss(hidden, weight, targets, o, /*grads=*/true);
+    ctx->saved_data["grad_h"] = r.grad_h.to(hidden.scalar_type());
+    ctx->saved_data["grad_w"] = r.grad_w.to(weight.scalar_type());
+    return r.total;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto scale = grad_out[0];
-    auto gh = ctx->saved_data["grad_h"].toTensor() * scale.to(at::kFloat);
-    auto gw = ctx->saved_data["grad_w"].toTensor() * scale.to(at::kFloat);
-    return {gh, gw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    auto gh = ctx->saved_data["grad_h"].toTensor();
+    auto gw = ctx->saved_data["grad_w"].toTensor();
+    auto scale = grad_out[0].to(at::kFloat);  // a 0-d fp32 factor keeps a bf16 result exact
+    return {gh * scale, gw * scale, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -58,21 +80,8 @@ class FusedLmLoss : public torch::autograd::Function<FusedLmLoss> {
 at::Tensor lm_head_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight,
                                  const at::Tensor& targets, const LmLossOptions& opts) {
   if (!torch::autograd::GradMode::is_enabled() ||
-      (!hidden.requires_grad() && !weight.requires_grad())) {
-    // Evaluation: the same chunked loss without the gradient work.
-    const auto w = weight.to(opts.compute_dtype);
-    auto valid = targets.ne(opts.ignore_index);
-    auto total = at::zeros({}, hidden.options().dtype(at::kFloat));
-    for (int64_t start = 0; start < hidden.size(0); start += opts.chunk_rows) {
-      const int64_t n = std::min(opts.chunk_rows, hidden.size(0) - start);
-      auto logits =
-          at::matmul(hidden.narrow(0, start, n).to(opts.compute_dtype), w.t()).to(at::kFloat);
-      auto m = valid.narrow(0, start, n);
-      auto t = targets.narrow(0, start, n).masked_fill(~m, 0);
-      total += ((at::logsumexp(logits, 1) - logits.gather(1, t.unsqueeze(1)).squeeze(1)) * m).sum();
-    }
-    return total / valid.sum().to(at::kFloat).clamp_min(1.0);
-  }
+      (!hidden.requires_grad() && !weight.requires_grad()))
+    return chunked_loss(hidden, weight, targets, opts, /*grads=*/false).total;
   // The chunks manage precision themselves; autocast must not re-cast inside.
   return FusedLmLoss::apply(hidden, weight, targets, opts.chunk_rows,
                             static_cast<int64_t>(opts.compute_dtype), opts.ignore_index);

@@ -29,12 +29,12 @@
 #include "model/param_count.h"
 #include "train/checkpoint.h"
 #include "train/device_info.h"
-#include "train/kd.h"
-#include "train/loss.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
 #include "train/schedule.h"
+#include "train/step.h"
+#include "train/teacher.h"
 #include "util/error.h"
 #include "util/fault.h"
 #include "util/fs.h"
@@ -93,101 +93,6 @@ std::string format_duration(double s) {
   return buf;
 }
 
-// A frozen teacher for distillation (kd.teacher).
-struct Teacher {
-  model::Decoder model{nullptr};
-  c10::Device device{c10::kCPU};
-  std::string dir;
-};
-
-// Loads kd.teacher: a run directory (its newest checkpoint), a deepthin model directory or a
-// Hugging Face Llama directory. The vocabulary (and the tokenizer, when both name one) must match
-// the student's: checked here, before any step.
-Teacher load_teacher(const config::Config& cfg, const c10::Device& student_device) {
-  fs::path dir = cfg.kd.teacher;
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) fail_input("kd.teacher: " + dir.string() + " does not exist");
-  if (fs::is_directory(dir / "checkpoints", ec)) {
-    auto ref = latest_checkpoint(dir, false);
-    if (!ref) fail_input("kd.teacher: run " + dir.string() + " has no checkpoint yet");
-    dir = ref->dir;
-  }
-  auto loaded = exports::load_model_dir(dir);
-  if (loaded.config.model.vocab_size != cfg.model.vocab_size)
-    fail_input("kd.teacher " + dir.string() + " has a vocabulary of " +
-               std::to_string(loaded.config.model.vocab_size) + " tokens, the student " +
-               std::to_string(cfg.model.vocab_size) +
-               ": distillation needs the teacher's tokenizer (same ids) for the student");
-  if (fs::exists(dir / "tokenizer.model", ec) && !cfg.data.tokenizer.empty() &&
-      sha256_file(dir / "tokenizer.model") != sha256_file(cfg.data.tokenizer))
-    fail_input("kd.teacher " + dir.string() + " was trained with another tokenizer than " +
-               cfg.data.tokenizer + " (the sha256 of tokenizer.model differs)");
-  Teacher t;
-  t.dir = dir.string();
-  t.device = cfg.kd.device.empty() ? student_device : parse_device(cfg.kd.device);
-  t.model = loaded.model;
-  for (auto& p : t.model->parameters()) p.requires_grad_(false);
-  t.model->eval();
-  if (t.device.is_cuda())
-    t.model->to(t.device, at::kBFloat16);
-  else
-    t.model->to(t.device);
-  return t;
-}
-
-struct BatchLoss {
-  at::Tensor total, ce, kd;  // ce and kd defined only when distilling
-};
-
-// Mean next-token loss of a batch: hidden states under autocast, then the fused chunked LM-head
-// loss; with a teacher, the chunked distillation loss instead. teacher_ms, when given, receives
-// the teacher's forward time (synchronised: only on the steps that are timed).
-BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
-                     Precision precision, int64_t chunk, Teacher* teacher = nullptr,
-                     const config::KdConfig* kd = nullptr, double* teacher_ms = nullptr) {
-  auto x = tokens.to(device, /*non_blocking=*/true);
-  const int64_t T = x.size(1) - 1;
-  at::Tensor hidden;
-  {
-    AutocastScope autocast(device, precision);
-    hidden = m->hidden_states(x.narrow(1, 0, T));
-  }
-  const auto compute = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
-  auto targets = x.narrow(1, 1, T).reshape({-1});
-  if (teacher) {
-    at::Tensor th;
-    {
-      torch::NoGradGuard no_grad;
-      if (teacher_ms) synchronize(teacher->device);
-      const auto t0 = std::chrono::steady_clock::now();
-      th = teacher->model->hidden_states(x.narrow(1, 0, T).to(teacher->device));
-      th = th.reshape({-1, th.size(-1)}).to(device);
-      if (teacher_ms) {
-        synchronize(teacher->device);
-        *teacher_ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                .count();
-      }
-    }
-    KdLossOptions ko;
-    ko.loss = kd->loss;
-    ko.temperature = kd->temperature;
-    ko.ratio = kd->ratio;
-    ko.chunk_rows = chunk;
-    ko.compute_dtype = compute;
-    auto parts = distillation_loss(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), th,
-                                   teacher->model->output_weight().to(device), targets, ko);
-    return {parts.total, parts.ce, parts.kd};
-  }
-  LmLossOptions lo;
-  lo.chunk_rows = chunk;
-  lo.compute_dtype = compute;
-  return {
-      lm_head_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), targets, lo),
-      {},
-      {}};
-}
-
 // Mean loss over the first eval.batches validation batches; with several ranks, batch i is
 // computed by rank i mod world and the sums are all-reduced (the same number at any world size).
 double evaluate(model::Decoder& m, const std::shared_ptr<data::TokenDataset>& ds,
@@ -219,19 +124,6 @@ std::shared_ptr<data::TokenDataset> open_val(const config::DataConfig& d) {
   const Json* v = m.find("splits") ? m.find("splits")->find("val") : nullptr;
   if (!v || v->at("tokens", "manifest").as_int() == 0) return nullptr;
   return data::TokenDataset::open(d.path, "val");
-}
-
-// Global L2 norm of all gradients; clips in place to max_norm (> 0). Returns the norm before
-// clipping.
-double clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  auto norms = at::_foreach_norm(grads, 2);
-  double norm = at::linalg_vector_norm(at::stack(norms), 2).item<double>();
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm)
-    at::_foreach_mul_(grads, max_norm / (norm + 1e-6));
-  return norm;
 }
 
 }  // namespace
@@ -304,16 +196,16 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   model::Decoder model(cfg.model);
   model->reset_parameters(static_cast<uint64_t>(tc.seed));
   model->to(device);
+  configure_for_training(model, tc);
   std::vector<std::pair<std::string, at::Tensor>> named;
-  std::vector<at::Tensor> params;
   for (const auto& item : model->named_parameters()) {
     named.emplace_back(item.key(), item.value());
-    params.push_back(item.value());
   }
   std::unique_ptr<dist::DataParallel> dp;
   if (comm->active()) {
     dp = std::make_unique<dist::DataParallel>(comm, named, cfg.distributed.bucket_mb,
-                                              cfg.distributed.zero1);
+                                              cfg.distributed.zero1,
+                                              model->gradient_accumulations());
     dp->broadcast_parameters();
     log::info("data parallel: {} gradient buckets of up to {} MB{}", dp->num_buckets(),
               log::fixed(cfg.distributed.bucket_mb, 1),
@@ -401,6 +293,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     return elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
   };
   const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm->device());
+  const double accum = static_cast<double>(tc.grad_accum_steps);
   auto checkpoint = [&] {
     // Collective under ZeRO-1 (the moments are gathered); rank 0 writes.
     auto opt_state = dp ? dp->gather_optimizer_state(optimizer) : optimizer.state_tensors();
@@ -429,49 +322,27 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
               log::fixed(std::exp(v), 2));
   };
 
+  TrainStep step({model, &optimizer, comm.get(), dp.get(), teacher ? &*teacher : nullptr, &cfg.kd,
+                  device, precision},
+                 tc);
   while (state.step < total_steps) {
     const double lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, total_steps);
-    at::Tensor loss_sum, ce_sum, kd_sum;
     const bool timed = teacher && (state.step + 1) % cfg.log.every == 0;
-    const double accum = static_cast<double>(tc.grad_accum_steps);
-    for (int64_t micro = 0; micro < tc.grad_accum_steps; ++micro) {
-      if (dp) dp->begin_backward(micro + 1 == tc.grad_accum_steps);
-      auto parts = batch_loss(model, loader.next().tokens, device, precision, tc.loss_chunk_tokens,
-                              teacher ? &*teacher : nullptr, &cfg.kd,
-                              timed && micro == 0 ? &teacher_ms : nullptr);
-      auto loss = parts.total;
-      if (fault_at("nan_at", state.step + 1)) loss = loss * NAN;  // test hook
-      (loss / accum).backward();
-      auto part = loss.detach().to(at::kDouble) / accum;
-      loss_sum = micro == 0 ? part : loss_sum + part;
-      if (teacher) {
-        auto c = parts.ce.to(at::kDouble) / accum, k = parts.kd.to(at::kDouble) / accum;
-        ce_sum = micro == 0 ? c : ce_sum + c;
-        kd_sum = micro == 0 ? k : kd_sum + k;
-      }
-    }
-    if (!teacher) ce_sum = kd_sum = at::zeros({}, stat_opts);
-    if (dp) dp->finish_gradients();
-    // One small all-reduce per step: the mean loss over ranks and whether any rank was asked to
-    // stop (so that all stop at the same step).
-    auto stats = at::stack({loss_sum.to(comm->device()),
-                            at::scalar_tensor(g_stop_requested ? 1.0 : 0.0, stat_opts),
-                            ce_sum.to(comm->device()), kd_sum.to(comm->device())});
-    comm->allreduce(stats, c10d::ReduceOp::SUM, "loss all-reduce");
-    stats = stats.cpu();
-    const double step_loss = stats[0].item<double>() / world;
-    const bool stop_signal = stats[1].item<double>() > 0;
-    window_ce += stats[2].item<double>() / world;
-    window_kd += stats[3].item<double>() / world;
-    const double grad_norm = clip_gradients(params, tc.grad_clip);
+    const StepResult r =
+        step.run([&] { return loader.next().tokens; }, lr, state.step + 1, g_stop_requested, timed);
+    if (timed) teacher_ms = step.teacher_ms();
+    const bool stop_signal = r.stop;
+    window_ce += r.ce;
+    window_kd += r.kd;
+    const double grad_norm = r.grad_norm;
     ++state.step;
     state.tokens += tokens_per_step;
-    if (!std::isfinite(grad_norm) || !std::isfinite(step_loss)) {
+    if (!r.applied) {
       ++bad_in_a_row;
       log::warn(
           "step {}: non-finite loss or gradient (loss {}, grad norm {}); step skipped ({} in a "
           "row)",
-          state.step, step_loss, grad_norm, bad_in_a_row);
+          state.step, r.loss, grad_norm, bad_in_a_row);
       if (bad_in_a_row >= tc.max_bad_steps) {
         auto last = list_checkpoints(run_dir);
         fail_runtime("training stopped: " + std::to_string(bad_in_a_row) +
@@ -482,16 +353,8 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       }
     } else {
       bad_in_a_row = 0;
-      optimizer.step(lr);
-      if (dp) dp->gather_parameters();
-      window_loss += step_loss;
-      result.final_loss = step_loss;
-    }
-    if (dp) {
-      dp->zero_grad();
-    } else {
-      for (auto& p : params)
-        if (p.grad().defined()) p.mutable_grad().zero_();
+      window_loss += r.loss;
+      result.final_loss = r.loss;
     }
     window_tokens += tokens_per_step;
     ++window_steps;
@@ -561,11 +424,14 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       window_tokens = window_steps = 0;
       window_loss = window_ce = window_kd = 0;
     }
+    // Evaluation and checkpoints pause the throughput window: tokens/s measures training steps.
+    const auto t_pause = Clock::now();
     if (cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last_step) run_eval();
     const bool stop_now = stop_signal || (opts.until_step > 0 && state.step >= opts.until_step);
     if ((cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) ||
         (last_step && cfg.checkpoint.at_end) || stop_now)
       checkpoint();
+    t_window += Clock::now() - t_pause;
     if (stop_now && !last_step) {
       result.interrupted = true;
       log::info("stopping at step {} ({}); continue with --resume {}", state.step,

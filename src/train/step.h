@@ -1,0 +1,77 @@
+// One training step as one unit: the micro-batches' forward and backward (with a teacher when
+// distilling), the gradient all-reduce, clipping, and the AdamW update. `deepthin train` runs it in
+// its loop and `deepthin bench` times it, so the benchmark measures what training runs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "config/config.h"
+#include "dist/comm.h"
+#include "dist/data_parallel.h"
+#include "model/decoder.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
+#include "train/teacher.h"
+
+namespace deepthin::train {
+
+// What the config asks of the model for training: the kernel path (train.kernels) and which layers
+// recompute their activations (train.activation_checkpointing).
+void configure_for_training(model::Decoder& model, const config::TrainConfig& tc);
+
+struct BatchLoss {
+  at::Tensor total, ce, kd;  // ce and kd defined only when distilling
+};
+
+// Mean next-token loss of a batch of token windows [B, T + 1]: hidden states under autocast, then
+// the fused chunked LM-head loss; with a teacher, the chunked distillation loss instead.
+// teacher_ms, when given, receives the teacher's forward time (synchronised).
+BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
+                     Precision precision, int64_t chunk, Teacher* teacher = nullptr,
+                     const config::KdConfig* kd = nullptr, double* teacher_ms = nullptr);
+
+struct StepResult {
+  double loss = NAN;       // mean over micro-batches and ranks
+  double ce = 0, kd = 0;   // distillation parts (means)
+  double grad_norm = NAN;  // before clipping
+  bool applied = false;    // false: a non-finite loss or gradient, the update was skipped
+  bool stop = false;       // some rank was asked to stop
+};
+
+class TrainStep {
+ public:
+  struct Parts {
+    model::Decoder model{nullptr};
+    AdamW* optimizer = nullptr;
+    dist::Comm* comm = nullptr;
+    dist::DataParallel* dp = nullptr;  // null: one process
+    Teacher* teacher = nullptr;        // null: plain next-token training
+    const config::KdConfig* kd = nullptr;
+    c10::Device device{c10::kCPU};
+    Precision precision = Precision::fp32;
+  };
+  TrainStep(Parts parts, const config::TrainConfig& tc);
+
+  // One optimizer step over train.grad_accum_steps micro-batches taken from next_batch. `step` is
+  // the number this step will have (for the fault-injection hooks); with time_teacher the first
+  // micro-batch's teacher forward is timed into teacher_ms().
+  StepResult run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
+                 bool stop_requested, bool time_teacher = false);
+  double teacher_ms() const { return teacher_ms_; }
+  const std::vector<at::Tensor>& params() const { return params_; }
+
+ private:
+  Parts p_;
+  int64_t grad_accum_, loss_chunk_;
+  double grad_clip_;
+  std::vector<at::Tensor> params_;
+  double teacher_ms_ = NAN;
+};
+
+}  // namespace deepthin::train
