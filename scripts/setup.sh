@@ -34,8 +34,9 @@ fi
 
 # 2. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
 #    machine); else create .venv with the CPU wheel of torch 2.13.0 and the cross-check packages.
-have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib' >/dev/null 2>&1; }
-PY_PKGS=(transformers safetensors numpy tensorboard matplotlib)
+have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib, sentencepiece, google.protobuf, lm_eval' >/dev/null 2>&1; }
+# lm-eval: deepthin eval's parity test runs lm-evaluation-harness itself.
+PY_PKGS=(transformers safetensors numpy tensorboard matplotlib sentencepiece protobuf "lm-eval[hf]==0.4.13")
 if [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   PY=$ROOT/.venv/bin/python
   # Packages added since the venv was made.
@@ -53,7 +54,13 @@ else
 fi
 log "python: $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
 
-# 3. Configure and build.
+# 3. The export runtimes (ExecuTorch, llama.cpp, gguf) in .venv-export; DEEPTHIN_NO_EXPORT=1 skips them
+#    (the export tests then fail: they run only in the real runtimes).
+if [ -z "${DEEPTHIN_NO_EXPORT:-}" ]; then
+  scripts/setup_export.sh || log "warning: scripts/setup_export.sh failed; the export tests will fail"
+fi
+
+# 4. Configure and build.
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GEN[1]:-Unix Makefiles}$" build/CMakeCache.txt; then

@@ -73,17 +73,6 @@ class DataTest : public ::testing::Test {
     return o;
   }
 
-  std::string error_of(const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::input) << e.what();
-      return e.what();
-    }
-    ADD_FAILURE() << "expected an input error";
-    return "";
-  }
-
   TempDir tmp_;
   std::vector<std::string> docs_;
   fs::path corpus_, tok_path_;
@@ -311,20 +300,20 @@ TEST_F(DataTest, PreTokenizedJsonlAndLlmcFilesLoad) {
 TEST_F(DataTest, MissingEmptyAndMalformedInputs) {
   auto o = prepare_opts("x");
   o.inputs = {(tmp_ / "nope.jsonl").string()};
-  EXPECT_NE(error_of([&] { data::prepare_dataset(o); }).find("input not found"), std::string::npos);
+  EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("input not found"), std::string::npos);
   o.inputs = {(tmp_ / "none-*.jsonl").string()};
-  EXPECT_NE(error_of([&] { data::prepare_dataset(o); }).find("matches no files"),
+  EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("matches no files"),
             std::string::npos);
 
   write_text(tmp_ / "empty.jsonl", "\n\n");
   o.inputs = {(tmp_ / "empty.jsonl").string()};
-  EXPECT_NE(error_of([&] { data::prepare_dataset(o); }).find("no documents"), std::string::npos);
+  EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("no documents"), std::string::npos);
 
   write_text(
       tmp_ / "bad.jsonl",
       "{\"text\": \"fine\"}\n{\"text\": \"fine too\"}\n{\"text\": broken\n{\"text\": \"ok\"}\n");
   o.inputs = {(tmp_ / "bad.jsonl").string()};
-  auto msg = error_of([&] { data::prepare_dataset(o); });
+  auto msg = input_error([&] { data::prepare_dataset(o); });
   EXPECT_NE(msg.find("bad.jsonl:3"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(o.out));
   o.skip_bad_lines = true;
@@ -335,7 +324,7 @@ TEST_F(DataTest, MissingEmptyAndMalformedInputs) {
   write_text(tmp_ / "nofield.jsonl", "{\"body\": \"x\"}\n");
   auto o2 = prepare_opts("y");
   o2.inputs = {(tmp_ / "nofield.jsonl").string()};
-  msg = error_of([&] { data::prepare_dataset(o2); });
+  msg = input_error([&] { data::prepare_dataset(o2); });
   EXPECT_NE(msg.find("nofield.jsonl:1: no \"text\" field (set --text-field)"), std::string::npos)
       << msg;
 }
@@ -345,7 +334,7 @@ TEST_F(DataTest, TokenIdBeyondVocabulary) {
   auto o = prepare_opts("x");
   o.inputs = {(tmp_ / "t.jsonl").string()};
   o.format = data::InputFormat::jsonl_tokens;  // checked against the tokenizer's 320 pieces
-  auto msg = error_of([&] { data::prepare_dataset(o); });
+  auto msg = input_error([&] { data::prepare_dataset(o); });
   EXPECT_NE(msg.find("t.jsonl:2: token id 320 is outside the vocabulary [0, 320)"),
             std::string::npos)
       << msg;
@@ -356,23 +345,23 @@ TEST_F(DataTest, BadHeaderAndTruncatedShards) {
   auto shard = tmp_ / "ds" / "train_000000.bin";
   std::string raw = read_text(shard);
   write_text(tmp_ / "trunc.bin", raw.substr(0, raw.size() - 7));
-  auto msg = error_of([&] { data::TokenDataset::open((tmp_ / "trunc.bin").string(), "train"); });
+  auto msg = input_error([&] { data::TokenDataset::open((tmp_ / "trunc.bin").string(), "train"); });
   EXPECT_NE(msg.find("trunc.bin: header promises"), std::string::npos) << msg;
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
   std::string bad = raw;
   bad[0] = 'X';
   write_text(tmp_ / "magic.bin", bad);
-  msg = error_of([&] { data::TokenDataset::open((tmp_ / "magic.bin").string(), "train"); });
+  msg = input_error([&] { data::TokenDataset::open((tmp_ / "magic.bin").string(), "train"); });
   EXPECT_NE(msg.find("magic.bin: not a token shard (bad magic"), std::string::npos) << msg;
   bad = raw;
   bad[12] = 3;  // bytes per token
   write_text(tmp_ / "width.bin", bad);
-  msg = error_of([&] { data::TokenDataset::open((tmp_ / "width.bin").string(), "train"); });
+  msg = input_error([&] { data::TokenDataset::open((tmp_ / "width.bin").string(), "train"); });
   EXPECT_NE(msg.find("bad bytes-per-token 3"), std::string::npos) << msg;
   // A prepared directory whose shard was replaced by a shorter one.
   write_text(shard, raw.substr(0, 64));
   bad = raw.substr(0, 64);
-  msg = error_of([&] { data::TokenDataset::open((tmp_ / "ds").string(), "train"); });
+  msg = input_error([&] { data::TokenDataset::open((tmp_ / "ds").string(), "train"); });
   EXPECT_NE(msg.find("train_000000.bin"), std::string::npos) << msg;
 }
 
@@ -386,9 +375,9 @@ TEST_F(DataTest, TokenizerMismatchIsAnError) {
   o.vocab_size = 300;
   o.out_dir = tmp_ / "tok2";
   auto other = data::Tokenizer::load(data::train_tokenizer(o));
-  auto msg = error_of([&] { ds->check_tokenizer(other.sha256(), "tok2/tokenizer.model"); });
+  auto msg = input_error([&] { ds->check_tokenizer(other.sha256(), "tok2/tokenizer.model"); });
   EXPECT_NE(msg.find("does not match the dataset"), std::string::npos) << msg;
-  msg = error_of([&] { data::Tokenizer::load(corpus_); });
+  msg = input_error([&] { data::Tokenizer::load(corpus_); });
   EXPECT_NE(msg.find("not a SentencePiece model"), std::string::npos) << msg;
 }
 
@@ -399,14 +388,14 @@ TEST_F(DataTest, FailureMidPrepareLeavesNothingThatLooksComplete) {
   auto o = prepare_opts("out");
   o.inputs = {(tmp_ / "late.jsonl").string()};
   o.shard_tokens = 2048;
-  error_of([&] { data::prepare_dataset(o); });
+  input_error([&] { data::prepare_dataset(o); });
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
   for (const auto& e : fs::directory_iterator(tmp_.path()))
     EXPECT_EQ(e.path().filename().string().find("out.tmp"), std::string::npos) << e.path();
   // A directory without its manifest (what a killed run would leave) is refused.
   fs::create_directories(tmp_ / "partial");
   write_text(tmp_ / "partial" / "train_000000.bin", "x");
-  auto msg = error_of([&] { data::TokenDataset::open((tmp_ / "partial").string(), "train"); });
+  auto msg = input_error([&] { data::TokenDataset::open((tmp_ / "partial").string(), "train"); });
   EXPECT_NE(msg.find("no manifest.json"), std::string::npos) << msg;
 }
 

@@ -166,6 +166,10 @@ TEST_F(SweepTest, BadExperimentsSayWhereAndWhat) {
   expect_error("base: base.yaml\nzip: {names: [a, a], model.dim: [32, 64]}\n",
                "two points are both named 'a'");
   expect_error("base: base.yaml\nbudget: {params: 1e3, depths: [2]}\n", "no shape with 2 layers");
+  expect_error("base: base.yaml\neval: {tasks: [piqa, mmlu], data: d}\n", "unknown task 'mmlu'");
+  expect_error("base: base.yaml\neval: {tasks: all}\n", "'data'");
+  expect_error("base: base.yaml\neval: {tasks: [piqa], data: d, shots: 5}\n",
+               "unknown key 'shots'");
 }
 
 TEST_F(SweepTest, FailuresAreRecordedThenResumedThenSkippedAndReported) {
@@ -226,6 +230,24 @@ TEST_F(SweepTest, FailuresAreRecordedThenResumedThenSkippedAndReported) {
   auto md = read_text(tmp_ / "runs/exp/results.md");
   EXPECT_NE(md.find("| ffn-relu | 2 × 32"), std::string::npos) << md;
   EXPECT_NE(md.find("Best: **"), std::string::npos) << md;
+  EXPECT_EQ(md.find("Zero-shot"), std::string::npos);  // no run was evaluated
+  // Runs evaluated by `deepthin eval` (eval.json): zero-shot columns and a table per point.
+  write_text(
+      run("shared_s1234") / "eval.json",
+      R"({"tasks": {"piqa": {"acc": 0.625, "acc_norm": 0.5, "n": 8}, "boolq": {"acc": 0.25, "acc_norm": 0.75, "n": 8},)"
+      R"( "average": {"acc": 0.4375, "acc_norm": 0.625}}})");
+  ASSERT_EQ(run_cli("report " + (tmp_ / "runs" / "exp").string()).status, 0);
+  csv = split(read_text(tmp_ / "runs/exp/results.csv"), '\n');
+  EXPECT_NE(csv[0].find(",zs_avg_acc,zs_avg_acc_norm,zs_boolq_acc,zs_boolq_acc_norm,zs_piqa_acc,"
+                        "zs_piqa_acc_norm"),
+            std::string::npos)
+      << csv[0];
+  for (const auto& line : csv)
+    if (line.rfind("shared_s1234,", 0) == 0)
+      EXPECT_NE(line.find(",0.4375,0.6250,0.2500,0.7500,0.6250,0.5000"), std::string::npos) << line;
+  md = read_text(tmp_ / "runs/exp/results.md");
+  EXPECT_NE(md.find("## Zero-shot accuracy"), std::string::npos) << md;
+  EXPECT_NE(md.find("| shared | 0.6250 | 0.4375 | 0.7500 | 0.5000 |"), std::string::npos) << md;
   const bool have_matplotlib =
       std::system((std::string(DEEPTHIN_PYTHON) + " -c 'import matplotlib' 2>/dev/null").c_str()) ==
       0;

@@ -12,7 +12,12 @@
 #include <stdexcept>
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include <functional>
+
 #include "data/prepare.h"
+#include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
 
@@ -54,6 +59,19 @@ inline std::string read_text(const fs::path& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Runs f, which must throw a deepthin input error; returns its message (and fails the test
+// otherwise).
+inline std::string input_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::input) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an input error";
+  return "";
 }
 
 struct CliResult {

@@ -12,3 +12,4 @@ carried_shards() {
     "$bin" data prepare --tokenizer .carry/tokenizer-32k.model --input "$corpus" --format jsonl \
       --out "$shards" --val-fraction 0.01 --threads 16 2>&1 | tail -1
 }
+export DEEPTHIN_NO_EXPORT=1  # no registry on the GPU machine: the export runtimes are set up on CPU machines

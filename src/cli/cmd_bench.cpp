@@ -9,7 +9,9 @@
 namespace deepthin::cli {
 
 int run_bench(const Argv& argv) {
-  Args args("bench", "deepthin bench CONFIG [--set KEY=VALUE]... [--steps N] [--warmup W] [--profile N] [--step-only]",
+  Args args("bench",
+            "deepthin bench CONFIG [--set KEY=VALUE]... [--steps N] [--warmup W] [--profile N] "
+            "[--step-only]",
             "Time the parts of one training step (forward, forward+backward, fused loss, "
             "optimizer, whole "
             "step) on random tokens at the config's micro-batch, length, device and precision. "

@@ -8,6 +8,7 @@
 #include "export/model_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/log.h"
 
 namespace deepthin::cli {
@@ -30,14 +31,10 @@ int run_generate(const Argv& argv) {
              {"tokenizer", "M", "SentencePiece model (default: the one in the checkpoint)"},
              {"device", "D", "cpu, cuda or auto (default cpu)"},
              {"precision", "P", "fp32 or bf16 (default fp32)"},
-             {"no-cache", "", "Recompute the whole prefix each step (reference path)"}});
+             {"no-cache", "", "Recompute the whole prefix each step (reference path)"},
+             {"json", "", "Print JSON: the prompt's token ids, the generated ids and the text"}});
   if (!args.parse(argv)) return 0;
-  std::filesystem::path dir = args.positional(0);
-  if (std::filesystem::is_directory(dir / "checkpoints")) {
-    auto ref = train::latest_checkpoint(dir, /*fallback=*/false);
-    if (!ref) fail_input(dir.string() + ": the run has no checkpoint yet");
-    dir = ref->dir;
-  }
+  const std::filesystem::path dir = train::model_dir_of(args.positional(0), "deepthin generate");
   auto loaded = exports::load_model_dir(dir);
   std::filesystem::path tok_path = args.has("tokenizer")
                                        ? std::filesystem::path(args.get("tokenizer"))
@@ -72,6 +69,17 @@ int run_generate(const Argv& argv) {
   std::vector<int32_t> all(ids.begin() + 1, ids.end());
   for (int64_t t : out)
     if (t != tok.eos_id()) all.push_back(static_cast<int32_t>(t));
+  if (args.has("json")) {
+    Json j = Json::object();
+    Json p = Json::array(), g = Json::array();
+    for (int64_t t : ids) p.push_back(t);
+    for (int64_t t : out) g.push_back(t);
+    j["prompt_ids"] = std::move(p);
+    j["ids"] = std::move(g);
+    j["text"] = tok.decode(all);
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
   std::printf("%s\n", tok.decode(all).c_str());
   return 0;
 }

@@ -19,5 +19,7 @@ int run_report(const Argv& argv);
 int run_train(const Argv& argv);
 int run_generate(const Argv& argv);
 int run_bench(const Argv& argv);
+int run_export(const Argv& argv);
+int run_eval(const Argv& argv);
 
 }  // namespace deepthin::cli

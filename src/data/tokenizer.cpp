@@ -92,6 +92,24 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 std::string Tokenizer::piece(int32_t id) const {
   return impl_->sp.IdToPiece(id);
 }
+int32_t Tokenizer::unk_id() const {
+  return impl_->sp.unk_id();
+}
+float Tokenizer::score(int32_t id) const {
+  return impl_->sp.GetScore(id);
+}
+Tokenizer::PieceType Tokenizer::piece_type(int32_t id) const {
+  if (impl_->sp.IsUnknown(id)) return PieceType::unknown;
+  if (impl_->sp.IsControl(id)) return PieceType::control;
+  if (impl_->sp.IsUnused(id)) return PieceType::unused;
+  if (impl_->sp.IsByte(id)) return PieceType::byte;
+  return PieceType::normal;
+}
+bool Tokenizer::adds_space_prefix() const {
+  std::vector<std::string> pieces;
+  if (!impl_->sp.Encode("a", &pieces).ok() || pieces.empty()) return false;
+  return pieces.front().rfind("\xE2\x96\x81", 0) == 0;
+}
 int64_t Tokenizer::vocab_size() const {
   return impl_->sp.GetPieceSize();
 }

@@ -34,6 +34,14 @@ class Tokenizer {
   int64_t vocab_size() const;
   int32_t bos_id() const;
   int32_t eos_id() const;
+  int32_t unk_id() const;
+  // A piece's score (log-probability for unigram models, merge rank for BPE) and its kind.
+  float score(int32_t id) const;
+  enum class PieceType { normal, unknown, control, unused, byte };
+  PieceType piece_type(int32_t id) const;
+  // Whether encoding puts a "▁" before the text (SentencePiece's add_dummy_prefix), read off an
+  // encoding of "a".
+  bool adds_space_prefix() const;
   const std::filesystem::path& path() const { return path_; }
   const std::string& sha256() const { return sha256_; }
 

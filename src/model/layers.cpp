@@ -4,6 +4,7 @@
 #include <torch/nn/options/linear.h>
 
 #include "kernels/fused.h"
+#include "model/quant_sim.h"
 
 namespace deepthin::model {
 
@@ -77,9 +78,10 @@ AttentionImpl::AttentionImpl(const config::ModelConfig& cfg)
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin, KvSlot* slot) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
-  auto k = k_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
-  auto v = v_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
+  const auto xin = quantize_activations(x);  // the identity unless W8A8 is simulated
+  auto q = q_proj(xin).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
+  auto k = k_proj(xin).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
+  auto v = v_proj(xin).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
 
@@ -105,7 +107,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
             .tril(past);
     out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, true);
   }
-  return o_proj(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+  return o_proj(quantize_activations(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_})));
 }
 
 torch::Tensor AttentionImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
@@ -134,13 +136,14 @@ MlpImpl::MlpImpl(const config::ModelConfig& cfg) : type_(cfg.ffn.type) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  const auto xin = quantize_activations(x);  // the identity unless W8A8 is simulated
   switch (type_) {
     case FfnType::swiglu:
-      return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+      return down_proj(quantize_activations(at::silu(gate_proj(xin)) * up_proj(xin)));
     case FfnType::relu:
-      return down_proj(at::relu(up_proj(x)));
+      return down_proj(quantize_activations(at::relu(up_proj(xin))));
     case FfnType::gelu:
-      return down_proj(at::gelu(up_proj(x)));
+      return down_proj(quantize_activations(at::gelu(up_proj(xin))));
   }
   return {};
 }

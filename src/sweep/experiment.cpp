@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/eval_tasks.h"
 #include "config/tree.h"
 #include "model/param_count.h"
 #include "util/error.h"
@@ -208,9 +209,10 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
   Node root = config::parse_yaml(read_file(file), file.string());
   if (root.kind != Node::Kind::map)
     fail_input(file.string() + ": an experiment must be a mapping, got " + root.describe());
-  check_keys(root,
-             {"name", "description", "base", "set", "seeds", "budget", "zip", "grid", "teacher"},
-             "an experiment");
+  check_keys(
+      root,
+      {"name", "description", "base", "set", "seeds", "budget", "zip", "grid", "teacher", "eval"},
+      "an experiment");
   e.name = root.find("name") ? root.find("name")->scalar : file.stem().string();
   if (const Node* d = root.find("description")) e.description = d->scalar;
   const Node& base = need(root, "base", "an experiment");
@@ -329,6 +331,35 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     }
   }
   if (points.empty()) points.push_back(Point{"base", {}, {}});
+
+  // Zero-shot evaluation after training.
+  if (const Node* ev = root.find("eval")) {
+    if (ev->kind != Node::Kind::map) fail_input(where(*ev) + ": 'eval' must be a mapping");
+    check_keys(*ev, {"tasks", "data"}, "eval");
+    const Node& tasks = need(*ev, "tasks", "eval");
+    const Node& data = need(*ev, "data", "eval");
+    std::vector<std::string> names;
+    if (tasks.kind == Node::Kind::scalar && tasks.scalar == "all") {
+      names = config::eval_task_names();
+    } else if (tasks.kind == Node::Kind::sequence) {
+      for (const auto& t : tasks.items) {
+        const auto& known = config::eval_task_names();
+        if (t.kind != Node::Kind::scalar ||
+            std::find(known.begin(), known.end(), t.scalar) == known.end())
+          fail_input(where(t) + ": unknown task '" + t.scalar + "' (known: " + join(known, ", ") +
+                     ")");
+        names.push_back(t.scalar);
+      }
+    } else {
+      fail_input(where(tasks) + ": 'tasks' must be a list of task names, or all");
+    }
+    if (names.empty()) fail_input(where(tasks) + ": 'tasks' is empty");
+    if (data.kind != Node::Kind::scalar || data.scalar.empty())
+      fail_input(where(data) + ": 'data' must be the directory of the task files");
+    e.eval_tasks = names;
+    e.eval_data =
+        fs::path(data.scalar).is_absolute() ? fs::path(data.scalar) : fs::absolute(data.scalar);
+  }
 
   // The teacher: trained first (a run of its own) or named.
   if (const Node* t = root.find("teacher")) {

@@ -80,6 +80,10 @@ struct Experiment {
   bool has_budget = false;
   std::string teacher_run;   // the teacher trained by the sweep (a run name), or empty
   std::string teacher_path;  // an existing teacher, or empty
+  // eval: {tasks: [...], data: DIR}: zero-shot evaluation of every finished run (deepthin eval),
+  // written to <run>/eval.json, which `deepthin report` reads. Empty tasks: none.
+  std::vector<std::string> eval_tasks;
+  std::filesystem::path eval_data;
   std::vector<RunSpec> runs;
 };
 

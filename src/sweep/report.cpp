@@ -1,5 +1,7 @@
 #include "sweep/report.h"
 
+#include "config/eval_tasks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -8,10 +10,12 @@
 #include <sstream>
 
 #include "config/config.h"
+#include "config/eval_tasks.h"
 #include "model/param_count.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/strings.h"
 
 namespace deepthin::sweep {
@@ -147,6 +151,7 @@ struct Row {
     double val_loss, elapsed;
   };
   std::vector<Eval> evals;
+  Json zero_shot;  // eval.json's "tasks" ({task: {acc, acc_norm, ...}, average: {...}}), or null
 };
 
 void read_metrics(const fs::path& dir, Row& r) {
@@ -231,6 +236,15 @@ ReportResult write_report(const ReportOptions& o) {
       r.status = "running";
     }
     if (fs::exists(dir / "metrics.jsonl", ec)) read_metrics(dir, r);
+    if (fs::exists(dir / "eval.json", ec)) {
+      try {
+        const Json j = Json::parse(read_file(dir / "eval.json"), (dir / "eval.json").string());
+        if (const Json* t = j.find("tasks")) r.zero_shot = *t;
+      } catch (const Error&) {
+        log::warn("report: {} is unreadable; its zero-shot results are left out",
+                  (dir / "eval.json").string());
+      }
+    }
     if (fs::exists(dir / "sweep_status.json", ec)) {
       Json st = Json::parse(read_file(dir / "sweep_status.json"));
       if (st.find("status")) r.status = st.at("status", "status").as_string();
@@ -245,6 +259,23 @@ ReportResult write_report(const ReportOptions& o) {
          "tie_embeddings,sharing,repeats,params,effective_layers,tokens,train_loss,val_loss,"
          "val_ppl,tokens_per_s,wall_s";
   for (const auto& k : axis_keys) csv << "," << csv_field("axis:" + k);
+  // Zero-shot columns, when any run was evaluated: the averages, then each task's acc / acc_norm.
+  std::vector<std::string> zs_tasks;
+  for (const auto& t : config::eval_task_names())
+    for (const auto& r : rows)
+      if (r.zero_shot.is_object() && r.zero_shot.find(t)) {
+        zs_tasks.push_back(t);
+        break;
+      }
+  auto zs = [](const Row& r, const std::string& task, const char* metric) {
+    const Json* t = r.zero_shot.is_object() ? r.zero_shot.find(task) : nullptr;
+    const Json* v = t ? t->find(metric) : nullptr;
+    return v && v->is_number() ? v->as_double() : NAN;
+  };
+  if (!zs_tasks.empty()) {
+    csv << ",zs_avg_acc,zs_avg_acc_norm";
+    for (const auto& t : zs_tasks) csv << ",zs_" << t << "_acc,zs_" << t << "_acc_norm";
+  }
   csv << "\n";
   for (const auto& r : rows) {
     const auto& m = r.cfg.model;
@@ -262,6 +293,11 @@ ReportResult write_report(const ReportOptions& o) {
     for (const auto& k : axis_keys) {
       auto it = r.axes.find(k);
       csv << "," << csv_field(it == r.axes.end() ? "" : it->second);
+    }
+    if (!zs_tasks.empty()) {
+      csv << "," << fmt(zs(r, "average", "acc"), 4) << "," << fmt(zs(r, "average", "acc_norm"), 4);
+      for (const auto& t : zs_tasks)
+        csv << "," << fmt(zs(r, t, "acc"), 4) << "," << fmt(zs(r, t, "acc_norm"), 4);
     }
     csv << "\n";
   }
@@ -355,6 +391,31 @@ ReportResult write_report(const ReportOptions& o) {
       md << "The largest seed spread (max − min over seeds) of any point is " << fmt(max_spread, 4)
          << ": differences smaller than that are within seed noise.";
     md << "\n";
+  }
+  // Zero-shot accuracy per point (seeds averaged), when runs were evaluated.
+  if (!zs_tasks.empty()) {
+    md << "\n## Zero-shot accuracy (acc_norm; seeds averaged)\n\n| point | average | acc (average) "
+          "|";
+    for (const auto& t : zs_tasks) md << " " << t << " |";
+    md << "\n|---|---|---|";
+    for (size_t i = 0; i < zs_tasks.size(); ++i) md << "---|";
+    md << "\n";
+    for (const auto& p : points) {
+      auto mean_of = [&](const std::string& task, const char* metric) {
+        double sum = 0;
+        int n = 0;
+        for (const auto& r : rows)
+          if (r.point == p && std::isfinite(zs(r, task, metric))) {
+            sum += zs(r, task, metric);
+            ++n;
+          }
+        return n ? sum / n : NAN;
+      };
+      md << "| " << p << " | " << fmt(mean_of("average", "acc_norm"), 4) << " | "
+         << fmt(mean_of("average", "acc"), 4) << " |";
+      for (const auto& t : zs_tasks) md << " " << fmt(mean_of(t, "acc_norm"), 4) << " |";
+      md << "\n";
+    }
   }
   // Distillation: each student with a teacher against the students without one (same seed), at
   // equal steps and at equal wall-clock time.

@@ -270,6 +270,24 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
         todo.clear();
       }
     }
+    if (status == "done" && !e.eval_tasks.empty() && !g_stop) {
+      // Zero-shot evaluation of the finished run, on its own GPUs, into <run>/eval.json.
+      std::vector<std::pair<std::string, std::string>> env;
+      if (!slots[a.slot].empty()) {
+        std::vector<std::string> ids;
+        for (int g : slots[a.slot]) ids.push_back(std::to_string(g));
+        env.emplace_back("CUDA_VISIBLE_DEVICES", join(ids, ","));
+      }
+      const pid_t pid = spawn(binary,
+                              {"eval", dir.string(), "--tasks", join(e.eval_tasks, ","), "--data",
+                               e.eval_data.string()},
+                              env, dir / "sweep.log");
+      int est = 0;
+      while (::waitpid(pid, &est, 0) < 0 && errno == EINTR) {
+      }
+      if (!WIFEXITED(est) || WEXITSTATUS(est) != 0)
+        log::warn("{}: zero-shot evaluation failed (see {})", r.name, (dir / "sweep.log").string());
+    }
     if (status == "done") {
       ++sum.done;
       const double v = last_val_loss(dir);

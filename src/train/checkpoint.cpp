@@ -139,4 +139,15 @@ void remove_stale_temporaries(const fs::path& run_dir) {
   }
 }
 
+std::filesystem::path model_dir_of(const std::filesystem::path& run_or_dir,
+                                   const std::string& what) {
+  std::error_code ec;
+  if (!std::filesystem::exists(run_or_dir, ec))
+    fail_input(what + ": " + run_or_dir.string() + " does not exist");
+  if (!std::filesystem::is_directory(run_or_dir / "checkpoints", ec)) return run_or_dir;
+  auto ref = latest_checkpoint(run_or_dir, /*fallback=*/false);
+  if (!ref) fail_input(what + ": run " + run_or_dir.string() + " has no checkpoint yet");
+  return ref->dir;
+}
+
 }  // namespace deepthin::train

@@ -61,6 +61,11 @@ void verify_checkpoint(const std::filesystem::path& dir);
 // then walks back to the newest good one (and says so). nullopt when the run has no checkpoint yet.
 std::optional<CheckpointRef> latest_checkpoint(const std::filesystem::path& run_dir, bool fallback);
 CheckpointContents read_checkpoint(const std::filesystem::path& dir);
+// A model directory from a path that is one, or a run directory (its newest checkpoint). Input
+// error naming `what` (e.g. "kd.teacher") when the path does not exist or the run has no checkpoint
+// yet.
+std::filesystem::path model_dir_of(const std::filesystem::path& run_or_dir,
+                                   const std::string& what);
 // Removes step_N.tmp.* directories left by crashed writes.
 void remove_stale_temporaries(const std::filesystem::path& run_dir);
 

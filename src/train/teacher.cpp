@@ -13,14 +13,8 @@ namespace deepthin::train {
 namespace fs = std::filesystem;
 
 Teacher load_teacher(const config::Config& cfg, const c10::Device& student_device) {
-  fs::path dir = cfg.kd.teacher;
+  const fs::path dir = model_dir_of(cfg.kd.teacher, "kd.teacher");
   std::error_code ec;
-  if (!fs::exists(dir, ec)) fail_input("kd.teacher: " + dir.string() + " does not exist");
-  if (fs::is_directory(dir / "checkpoints", ec)) {
-    auto ref = latest_checkpoint(dir, false);
-    if (!ref) fail_input("kd.teacher: run " + dir.string() + " has no checkpoint yet");
-    dir = ref->dir;
-  }
   auto loaded = exports::load_model_dir(dir);
   if (loaded.config.model.vocab_size != cfg.model.vocab_size)
     fail_input("kd.teacher " + dir.string() + " has a vocabulary of " +

@@ -1,0 +1,151 @@
+// deepthin export RUN_OR_DIR --format gguf|executorch|hf --out PATH [--quant Q] [--expand-shared]
+//                 [--tokenizer FILE] [--name NAME] [--max-seq-len N] [--force]
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "export/executorch.h"
+#include "export/gguf.h"
+#include "export/hf.h"
+#include "export/model_dir.h"
+#include "train/checkpoint.h"
+#include "util/error.h"
+#include "util/json.h"
+
+namespace deepthin::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string human_bytes(int64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(b) / 1e6);
+  return buf;
+}
+
+// The tokenizer a format embeds: --tokenizer, else the model directory's tokenizer.model.
+fs::path find_tokenizer(const Args& args, const fs::path& dir) {
+  if (args.has("tokenizer")) {
+    fs::path p = args.get("tokenizer");
+    if (!fs::exists(p)) fail_input("--tokenizer " + p.string() + " does not exist");
+    return p;
+  }
+  return fs::exists(dir / "tokenizer.model") ? dir / "tokenizer.model" : fs::path();
+}
+
+}  // namespace
+
+int run_export(const Argv& argv) {
+  Args args(
+      "export",
+      "deepthin export RUN_OR_DIR --format gguf|executorch|hf --out PATH [--quant Q] "
+      "[--expand-shared] [--tokenizer FILE] [--name NAME] [--max-seq-len N] [--force]",
+      "Export a run's newest checkpoint or a model directory for a runtime: a llama.cpp GGUF file "
+      "(tokenizer embedded), an ExecuTorch .pte for the XNNPACK backend, or a Hugging Face "
+      "directory. Prints a JSON summary.",
+      {"RUN_OR_DIR"},
+      {{"format", "F", "gguf, executorch or hf"},
+       {"out", "PATH", "The file (gguf, executorch) or directory (hf) to write"},
+       {"quant", "Q",
+        "gguf: f32, f16 (default), bf16, q8_0, q4_0; executorch: fp32 (default), 8da4w; hf: fp32 "
+        "(default), bf16"},
+       {"expand-shared", "",
+        "Write a layer-shared model's blocks once per effective layer (needed for hf; gguf always "
+        "does)"},
+       {"tokenizer", "FILE",
+        "SentencePiece model (default: tokenizer.model in the model directory)"},
+       {"name", "NAME", "general.name of a GGUF file (default: the model directory's name)"},
+       {"max-seq-len", "N", "executorch: KV-cache length (default: model.max_seq_len)"},
+       {"force", "", "Replace PATH if it exists"}});
+  if (!args.parse(argv)) return 0;
+  const std::string format = args.get("format");
+  if (format != "gguf" && format != "executorch" && format != "hf")
+    fail_input("deepthin export: --format must be gguf, executorch or hf" +
+               (format.empty() ? std::string(" (it is missing)") : ", not '" + format + "'"));
+  if (!args.has("out")) fail_input("deepthin export: --out PATH is required");
+  const fs::path out = args.get("out");
+  const std::string quant = args.get("quant", format == "gguf" ? "f16"
+                                              : format == "hf" ? "fp32"
+                                                               : "fp32");
+  // Options are checked before any model is read.
+  if (format == "gguf") exports::parse_gguf_type(quant);
+  if (format == "hf" && quant != "fp32" && quant != "bf16")
+    fail_input("deepthin export: --quant for --format hf is fp32 or bf16, not '" + quant + "'");
+  std::error_code ec;
+  if (fs::exists(out, ec) && !args.has("force"))
+    fail_input("deepthin export: " + out.string() + " exists; pass --force to replace it");
+  if (!out.parent_path().empty() && !fs::is_directory(out.parent_path(), ec))
+    fail_input("deepthin export: the directory of --out, " + out.parent_path().string() +
+               ", does not exist");
+
+  const fs::path dir = train::model_dir_of(args.positional(0), "deepthin export");
+  auto loaded = exports::load_model_dir(dir);
+  const auto& m = loaded.config.model;
+  const bool shared = m.layer_sharing.repeats > 1;
+  const fs::path tokenizer = find_tokenizer(args, dir);
+
+  Json report = Json::object();
+  report["format"] = format;
+  report["quant"] = quant;
+  report["out"] = out.string();
+  report["model"] = dir.string();
+  if (format == "gguf") {
+    exports::check_gguf_expressible(m, exports::parse_gguf_type(quant));
+    if (tokenizer.empty())
+      fail_input("deepthin export: a GGUF file embeds the tokenizer, and " + dir.string() +
+                 " holds no tokenizer.model; pass --tokenizer FILE");
+    if (fs::is_directory(out, ec))
+      fail_input("deepthin export: " + out.string() + " is a directory");
+    const std::string name =
+        args.get("name", fs::absolute(dir).lexically_normal().filename().string());
+    auto r = exports::write_gguf(out, loaded, tokenizer, exports::parse_gguf_type(quant), name);
+    report["bytes"] = r.file_bytes;
+    report["tensors"] = static_cast<int64_t>(r.tensors.size());
+    report["block_count"] = r.block_count;
+    Json types = Json::object();
+    for (const auto& t : r.tensors) types[t.name] = exports::gguf_type_name(t.type);
+    report["tensor_types"] = std::move(types);
+    if (shared) {
+      std::fprintf(
+          stderr,
+          "deepthin export: layer sharing (%s × %lld): a GGUF runs its blocks in order, so "
+          "the %lld physical blocks are written once per effective layer (%lld blocks, "
+          "%s in all)\n",
+          std::string(config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)]).c_str(),
+          static_cast<long long>(m.layer_sharing.repeats), static_cast<long long>(m.n_layers),
+          static_cast<long long>(r.block_count), human_bytes(r.file_bytes).c_str());
+      report["expanded_shared"] = true;
+    }
+  } else if (format == "hf") {
+    exports::HfExportOptions o;
+    o.expand_shared = args.has("expand-shared");
+    o.dtype = quant == "bf16" ? at::kBFloat16 : at::kFloat;
+    o.tokenizer = tokenizer;
+    exports::write_hf_dir(out, loaded, o);
+    if (tokenizer.empty())
+      std::fprintf(stderr,
+                   "deepthin export: no tokenizer.model in %s: the directory has no tokenizer\n",
+                   dir.string().c_str());
+    report["tokenizer"] = !tokenizer.empty();
+  } else {
+    exports::ExecutorchOptions o;
+    o.quant = quant;
+    o.max_seq_len = args.get_int("max-seq-len", 0);
+    o.expand_shared = args.has("expand-shared");
+    const char* py = std::getenv("DEEPTHIN_EXPORT_PYTHON");
+    o.python = py && *py ? py : DEEPTHIN_EXPORT_PYTHON;
+    const char* script = std::getenv("DEEPTHIN_EXPORT_SCRIPT");
+    o.script = script && *script
+                   ? fs::path(script)
+                   : fs::path(DEEPTHIN_SOURCE_DIR) / "scripts" / "export" / "executorch_export.py";
+    report["exporter"] = exports::write_executorch(out, dir, m, o);
+    if (fs::exists(out, ec)) report["bytes"] = static_cast<int64_t>(fs::file_size(out));
+  }
+  std::printf("%s\n", report.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace deepthin::cli
