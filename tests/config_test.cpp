@@ -9,6 +9,7 @@
 
 using namespace deepthin;
 using namespace deepthin::test;
+namespace fs = std::filesystem;
 
 TEST(Config, DefaultsAreMobileLLM125M) {
   config::Config c;
@@ -183,7 +184,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"out_of_range",
                 "model:\n  dim: 0\n",
                 "",
-                {"bad.yaml:2:8", "model.dim: must be >= 1, got 0"}},
+                {"bad.yaml:2:8", "model.dim: must be between 1 and 65536, got 0"}},
         BadCase{"negative_eps",
                 "model:\n  norm:\n    eps: -1e-5\n",
                 "",
@@ -208,7 +209,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"repeats_zero",
                 "model:\n  layer_sharing:\n    scheme: immediate\n    repeats: 0\n",
                 "",
-                {"bad.yaml:4:14", "model.layer_sharing.repeats: must be >= 1, got 0"}},
+                {"bad.yaml:4:14", "model.layer_sharing.repeats: must be between 1 and 64, got 0"}},
         BadCase{"none_with_repeats",
                 "model:\n  layer_sharing:\n    repeats: 2\n",
                 "",
@@ -269,4 +270,76 @@ TEST(ConfigCli, UnknownOptionAndCommandExitTwo) {
   auto r2 = run_cli("parms x");
   EXPECT_EQ(r2.status, 2);
   EXPECT_NE(r2.err.find("did you mean 'params'"), std::string::npos) << r2.err;
+}
+
+// Inputs that used to crash or hang: each is now an input error that says what and where.
+TEST(ConfigLimits, AliasesBaseFilesAndSizes) {
+  test::TempDir tmp;
+  auto error_for = [&](const std::string& yaml) {
+    auto f = test::write_text(tmp / "c.yaml", yaml);
+    return test::input_error([&] { config::load_config(f); });
+  };
+  // Anchors and aliases work as YAML means them…
+  auto ok = test::write_text(
+      tmp / "ok.yaml", "model: {dim: &d 64, n_heads: 4, n_kv_heads: 2, ffn: {hidden_dim: *d}}\n");
+  EXPECT_EQ(config::load_config(ok).model.ffn.hidden_dim, 64);
+  EXPECT_NE(error_for("x: &w {dim: 64}\nmodel: *w\nrun: *w\n").find("run.dim: unknown key"),
+            std::string::npos);
+  // …but one that refers to itself, or a chain that multiplies, is refused.
+  EXPECT_NE(error_for("a: &x [*x]\n").find("nested deeper than 64 levels"), std::string::npos);
+  std::string bomb = "a: &a [1,2,3,4,5,6,7,8,9,10]\n";
+  for (char c : std::string("bcdef"))
+    bomb += std::string(1, c) + ": &" + c + " [" + [&] {
+      std::string l;
+      for (int i = 0; i < 10; ++i) l += std::string(i ? "," : "") + "*" + char(c - 1);
+      return l;
+    }() + "]\n";
+  EXPECT_NE(error_for(bomb).find("once its aliases are expanded"), std::string::npos);
+  // Config files are regular files of bounded size, along a bounded base: chain.
+  EXPECT_NE(error_for("base: /dev/zero\n").find("/dev/zero is not a regular file"),
+            std::string::npos);
+  fs::create_directories(tmp / "dir.yaml");
+  EXPECT_NE(
+      test::input_error([&] { config::load_config(tmp / "dir.yaml"); }).find("not a regular file"),
+      std::string::npos);
+  test::write_text(tmp / "big.yaml", "# " + std::string(5 << 20, 'x') + "\n");
+  EXPECT_NE(
+      test::input_error([&] { config::load_config(tmp / "big.yaml"); }).find("at most 4194304"),
+      std::string::npos);
+  for (int i = 0; i < 40; ++i)
+    test::write_text(tmp / ("b" + std::to_string(i) + ".yaml"),
+                     i == 39 ? "{}\n" : "base: b" + std::to_string(i + 1) + ".yaml\n");
+  EXPECT_NE(test::input_error([&] { config::load_config(tmp / "b0.yaml"); }).find("base: chain"),
+            std::string::npos);
+  // Sizes past what any machine holds name their key.
+  EXPECT_NE(
+      error_for("model: {max_seq_len: 1000000000}\n").find("model.max_seq_len: must be between"),
+      std::string::npos);
+  EXPECT_NE(error_for("model: {vocab_size: 1099511627776}\n").find("model.vocab_size"),
+            std::string::npos);
+}
+
+// Command-line numbers are range-checked like config values; a job that cannot fit in memory says
+// so before allocating.
+TEST(ConfigLimits, CliNumbersAndMemory) {
+  test::TempDir tmp;
+  const std::string cfg = (test::source_dir() / "configs/pretrain/tiny.yaml").string();
+  auto r =
+      test::run_cli("train " + cfg + " --until-step -3 --set data.path=" + tmp.path().string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--until-step must be at least 0, got -3"), std::string::npos) << r.err;
+  r = test::run_cli("bench " + cfg + " --steps 0");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--steps must be in 1"), std::string::npos) << r.err;
+  r = test::run_cli("train " + cfg +
+                    " --set train.device=cpu --set train.micro_batch_size=1000000 " +
+                    "--set data.path=" + tmp.path().string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("training needs at least"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("train.micro_batch_size 1000000"), std::string::npos) << r.err;
+  r = test::run_cli("init " + (test::source_dir() / "configs/models/mobilellm-125m.yaml").string() +
+                    " --set model.vocab_size=2000000000 --out " + (tmp / "m").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("model.vocab_size 2000000000"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "m"));
 }

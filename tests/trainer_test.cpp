@@ -246,3 +246,27 @@ INSTANTIATE_TEST_SUITE_P(Generate, GenerateScheme,
                          [](const auto& info) {
                            return info.param.first + "_x" + std::to_string(info.param.second);
                          });
+
+// One writer per run directory: while a training holds it, a second one (resuming it) exits 2 and
+// names the holder; once the holder is gone the directory is free again.
+TEST_F(TrainerTest, ASecondWriterOfARunDirectoryIsRefused) {
+  const std::string cmd = std::string("DEEPTHIN_FAULT=hang_at:2 ") + DEEPTHIN_CLI + " train " +
+                          (tmp_ / "cfg.yaml").string() +
+                          " --set run.name=locked >/dev/null 2>&1 & echo $!";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  int pid = 0;
+  ASSERT_EQ(std::fscanf(p, "%d", &pid), 1);
+  ::pclose(p);
+  for (int i = 0; i < 300 && !fs::exists(run("locked") / "metrics.jsonl"); ++i) ::usleep(100000);
+  auto second = run_cli("train --resume " + run("locked").string());
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_EQ(second.status, 2) << second.err;
+  EXPECT_NE(second.err.find("is in use by another deepthin process (pid " + std::to_string(pid) +
+                            " on host "),
+            std::string::npos)
+      << second.err;
+  auto third = run_cli("train --resume " + run("locked").string());  // the lock died with it
+  EXPECT_EQ(third.status, 0) << third.err;
+}

@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include <cstdint>
+
 #include <cstdio>
 
 #include "util/error.h"
@@ -103,6 +105,16 @@ int64_t Args::get_int(const std::string& name, int64_t fallback) const {
   if (!parsed)
     fail_input("deepthin " + command_ + ": --" + name + " expects an integer, got '" + *v + "'");
   return *parsed;
+}
+
+int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) const {
+  const int64_t v = get_int(name, fallback);
+  if (v < lo || v > hi)
+    fail_input("deepthin " + command_ + ": --" + name + " must be " +
+               (hi == INT64_MAX ? "at least " + std::to_string(lo)
+                                : "in " + std::to_string(lo) + "…" + std::to_string(hi)) +
+               ", got " + std::to_string(v));
+  return v;
 }
 
 double Args::get_double(const std::string& name, double fallback) const {

@@ -32,6 +32,8 @@ class Args {
   std::optional<std::string> maybe(const std::string& name) const;
   std::vector<std::string> all(const std::string& name) const;
   int64_t get_int(const std::string& name, int64_t fallback) const;
+  // The same, range-checked: an input error naming the option when outside [lo, hi].
+  int64_t get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) const;
   double get_double(const std::string& name, double fallback) const;
   std::string help() const;
 

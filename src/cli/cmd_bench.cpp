@@ -26,9 +26,9 @@ int run_bench(const Argv& argv) {
   if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   train::BenchOptions o;
-  o.steps = std::max<int64_t>(1, args.get_int("steps", 10));
-  o.warmup = std::max<int64_t>(0, args.get_int("warmup", 3));
-  o.profile_steps = std::max<int64_t>(0, args.get_int("profile", 0));
+  o.steps = args.get_int("steps", 10, 1, 1000000);
+  o.warmup = args.get_int("warmup", 3, 0, 1000000);
+  o.profile_steps = args.get_int("profile", 0, 0, 1000);
   o.step_only = args.has("step-only");
   std::printf("%s\n", train::bench_step(cfg, o).dump(2).c_str());
   return 0;

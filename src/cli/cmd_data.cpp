@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -68,9 +69,9 @@ int prepare(const Argv& argv) {
   o.out = args.get("out");
   o.text_field = args.get("text-field", "text");
   o.val_fraction = args.get_double("val-fraction", 0.0);
-  o.threads = static_cast<int>(args.get_int("threads", 2));
-  o.shard_tokens = args.get_int("shard-tokens", 100'000'000);
-  o.vocab_size = args.get_int("vocab-size", 0);
+  o.threads = static_cast<int>(args.get_int("threads", 2, 1, 1024));
+  o.shard_tokens = args.get_int("shard-tokens", 100'000'000, 1, INT64_MAX);
+  o.vocab_size = args.get_int("vocab-size", 0, 0, 1LL << 32);
   std::string bad = args.get("on-bad-line", "fail");
   if (bad != "fail" && bad != "skip")
     fail_input("deepthin data prepare: --on-bad-line must be fail or skip");
@@ -98,7 +99,7 @@ int inspect(const Argv& argv) {
              {"entropy", "", "Also print the unigram entropy of the split (nats per token)"}});
   if (!args.parse(argv)) return 0;
   auto ds = data::TokenDataset::open(args.positional(0), args.get("split", "train"));
-  int64_t T = args.get_int("seq-len", 2048);
+  int64_t T = args.get_int("seq-len", 2048, 1, 1LL << 30);
   std::printf("%s: %zu shard(s), %s tokens, %s windows of %lld+1, max token id %lld\n",
               ds->description().c_str(), ds->shards().size(),
               group_digits(ds->total_tokens()).c_str(), group_digits(ds->num_windows(T)).c_str(),

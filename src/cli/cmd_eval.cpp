@@ -1,5 +1,6 @@
 // deepthin eval RUN_OR_DIR --tasks LIST --data DIR | --perplexity TOKENS  [options]
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
@@ -121,8 +122,8 @@ int run_eval(const Argv& argv) {
   const auto precision = args.has("precision")
                              ? train::parse_precision(args.get("precision"))
                              : (device.is_cuda() ? train::Precision::bf16 : train::Precision::fp32);
-  const int64_t batch_tokens = args.get_int("batch-tokens", 16384);
-  const int64_t limit = args.get_int("limit", 0);
+  const int64_t batch_tokens = args.get_int("batch-tokens", 16384, 1, INT64_MAX);
+  const int64_t limit = args.get_int("limit", 0, 0, INT64_MAX);
   if (batch_tokens < 1 || limit < 0)
     fail_input("deepthin eval: --batch-tokens must be ≥ 1 and --limit ≥ 0");
 
@@ -193,14 +194,14 @@ int run_eval(const Argv& argv) {
          ".json");
   } else {
     eval::PerplexityOptions o;
-    o.window = args.get_int("seq-len", 0);
-    o.stride = args.get_int("stride", 0);
+    o.window = args.get_int("seq-len", 0, 0, INT64_MAX);
+    o.stride = args.get_int("stride", 0, 0, INT64_MAX);
     o.precision = precision;
     o.batch_windows = std::max<int64_t>(
         1, batch_tokens /
                std::max<int64_t>(1, o.window > 0 ? o.window : loaded.config.model.max_seq_len));
     auto tokens = read_tokens(args.get("perplexity"), args.get("split", "val"),
-                              args.get_int("max-tokens", 0));
+                              args.get_int("max-tokens", 0, 0, INT64_MAX));
     for (int64_t t : tokens)
       if (t >= loaded.config.model.vocab_size)
         fail_input(args.get("perplexity") + " holds token id " + std::to_string(t) +

@@ -1,5 +1,6 @@
 // deepthin export RUN_OR_DIR --format gguf|executorch|hf --out PATH [--quant Q] [--expand-shared]
 //                 [--tokenizer FILE] [--name NAME] [--max-seq-len N] [--force]
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -133,7 +134,7 @@ int run_export(const Argv& argv) {
   } else {
     exports::ExecutorchOptions o;
     o.quant = quant;
-    o.max_seq_len = args.get_int("max-seq-len", 0);
+    o.max_seq_len = args.get_int("max-seq-len", 0, 0, INT64_MAX);
     o.expand_shared = args.has("expand-shared");
     const char* py = std::getenv("DEEPTHIN_EXPORT_PYTHON");
     o.python = py && *py ? py : DEEPTHIN_EXPORT_PYTHON;

@@ -1,4 +1,5 @@
 // deepthin generate RUN_OR_DIR --prompt TEXT [sampling options]
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -47,11 +48,11 @@ int run_generate(const Argv& argv) {
                " pieces but the model's vocabulary is " +
                std::to_string(loaded.config.model.vocab_size));
   eval::SampleOptions o;
-  o.max_new_tokens = args.get_int("max-new-tokens", 64);
+  o.max_new_tokens = args.get_int("max-new-tokens", 64, 0, INT64_MAX);
   o.temperature = args.get_double("temperature", 0.8);
-  o.top_k = args.get_int("top-k", 0);
+  o.top_k = args.get_int("top-k", 0, 0, INT64_MAX);
   o.top_p = args.get_double("top-p", 1.0);
-  o.seed = static_cast<uint64_t>(args.get_int("seed", 0));
+  o.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT64_MAX));
   o.stop_id = tok.eos_id();
   o.use_cache = !args.has("no-cache");
   o.precision = train::parse_precision(args.get("precision", "fp32"));

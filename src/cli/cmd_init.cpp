@@ -1,4 +1,5 @@
 // deepthin init CONFIG --out DIR [--seed S] [--expand-shared] [--dtype fp32|bf16] [--force]
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -6,6 +7,7 @@
 #include "config/config.h"
 #include "export/model_dir.h"
 #include "model/decoder.h"
+#include "train/device_info.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -30,7 +32,7 @@ int run_init(const Argv& argv) {
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   if (!args.has("out")) fail_input("deepthin init: --out DIR is required");
   fs::path out = args.get("out");
-  int64_t seed = args.get_int("seed", 0);
+  int64_t seed = args.get_int("seed", 0, 0, INT64_MAX);
   if (seed < 0) fail_input("deepthin init: --seed must be >= 0");
   std::string dtype = args.get("dtype", "fp32");
   if (dtype != "fp32" && dtype != "bf16")
@@ -39,6 +41,7 @@ int run_init(const Argv& argv) {
   if (fs::exists(out, ec) && !args.has("force"))
     fail_input("deepthin init: " + out.string() + " already exists; pass --force to replace it");
 
+  train::check_memory_fits(cfg, c10::Device(c10::kCPU), /*training=*/false, 1, "deepthin init");
   model::Decoder m(cfg.model);
   m->reset_parameters(static_cast<uint64_t>(seed));
   exports::SaveOptions opts;

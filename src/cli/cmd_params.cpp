@@ -28,7 +28,7 @@ int run_params(const Argv& argv) {
   if (!args.parse(argv)) return 0;
   auto cfg = config::load_config(args.positional(0), args.all("set"));
   const auto& m = cfg.model;
-  int64_t seq_len = args.get_int("seq-len", m.max_seq_len);
+  int64_t seq_len = args.get_int("seq-len", m.max_seq_len, 1, 1LL << 30);
   if (seq_len < 1) fail_input("deepthin params: --seq-len must be >= 1");
   auto c = model::count_params(m);
   int64_t flops = model::training_flops_per_token(m, seq_len);

@@ -1,5 +1,6 @@
 // deepthin sweep EXPERIMENT [--dry-run [--json]] [--gpus 0,1,…] [--gpus-per-run K] [--parallel N]
 //                           [--runs-root DIR] [--only TEXT] [--set KEY=VALUE]…
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -56,8 +57,8 @@ int run_sweep(const Argv& argv) {
   sweep::SweepOptions o;
   o.runs_root = args.get("runs-root", "runs");
   if (args.has("gpus")) o.gpus = parse_gpus(args.get("gpus"));
-  o.gpus_per_run = static_cast<int>(args.get_int("gpus-per-run", 1));
-  o.parallel = static_cast<int>(args.get_int("parallel", 1));
+  o.gpus_per_run = static_cast<int>(args.get_int("gpus-per-run", 1, 1, 1024));
+  o.parallel = static_cast<int>(args.get_int("parallel", 1, 1, 1024));
   o.only = args.get("only");
   auto e = sweep::load_experiment(args.positional(0), args.all("set"));
   const int world = o.gpus.empty() ? 1 : o.gpus_per_run;

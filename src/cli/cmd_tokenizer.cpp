@@ -1,4 +1,5 @@
 // deepthin tokenizer train|encode|decode
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -37,14 +38,14 @@ int train(const Argv& argv) {
   if (o.inputs.empty()) fail_input("deepthin tokenizer train: --input is required");
   if (!args.has("out")) fail_input("deepthin tokenizer train: --out DIR is required");
   o.out_dir = args.get("out");
-  o.vocab_size = args.get_int("vocab-size", 32000);
+  o.vocab_size = args.get_int("vocab-size", 32000, 8, 1LL << 31);
   std::string type = args.get("model-type", "bpe");
   if (type != "bpe" && type != "unigram")
     fail_input("deepthin tokenizer train: --model-type must be bpe or unigram, got '" + type + "'");
   o.model_type = type == "bpe" ? data::TokenizerModel::bpe : data::TokenizerModel::unigram;
   o.text_field = args.get("text-field", "text");
-  o.max_sentences = args.get_int("max-sentences", 2000000);
-  o.threads = static_cast<int>(args.get_int("threads", 2));
+  o.max_sentences = args.get_int("max-sentences", 2000000, 1, INT64_MAX);
+  o.threads = static_cast<int>(args.get_int("threads", 2, 1, 1024));
   auto path = data::train_tokenizer(o);
   auto tok = data::Tokenizer::load(path);
   log::info("wrote {} ({} pieces, sha256 {})", path.string(), tok.vocab_size(),

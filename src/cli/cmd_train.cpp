@@ -1,4 +1,5 @@
 // deepthin train CONFIG [--set …] [--resume RUN_DIR] [--resume-fallback] [--until-step N]
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -43,7 +44,7 @@ int run_train(const Argv& argv) {
   train::TrainOptions opts;
   opts.resume = args.has("resume");
   opts.resume_fallback = args.has("resume-fallback");
-  opts.until_step = args.get_int("until-step", 0);
+  opts.until_step = args.get_int("until-step", 0, 0, INT64_MAX);
   config::Config cfg;
   if (!config_path.empty()) {
     cfg = config::load_config(config_path, args.all("set"));

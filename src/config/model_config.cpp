@@ -8,7 +8,7 @@ void FfnConfig::visit(Visitor& v) {
       "Feed-forward block: SwiGLU (gate, up, down) or a plain two-matrix FFN with ReLU or GELU");
   v.field("hidden_dim", hidden_dim,
           "FFN hidden width; 0 derives it: SwiGLU round_up(8·dim/3, multiple_of), plain 4·dim",
-          kNonNegative);
+          IntRange{0, 1 << 20});
   v.field("multiple_of", multiple_of, "Rounding unit for a derived SwiGLU hidden width", kPositive);
 }
 
@@ -27,7 +27,7 @@ void LayerSharingConfig::visit(Visitor& v) {
   v.choice("scheme", scheme, kSharingSchemes,
            "Order in which physical blocks run: immediate 0,0,1,1,…; repeat_all_over 0…n-1,0…n-1; "
            "reverse 0…n-1,n-1…0");
-  v.field("repeats", repeats, "Times each physical block runs; 1 means no sharing", kPositive);
+  v.field("repeats", repeats, "Times each physical block runs; 1 means no sharing", IntRange{1, 64});
 }
 
 void LayerSharingConfig::check(const Checker& c) const {
@@ -44,16 +44,16 @@ void InitConfig::visit(Visitor& v) {
 }
 
 void ModelConfig::visit(Visitor& v) {
-  v.field("vocab_size", vocab_size, "Vocabulary size (token ids are 0…vocab_size-1)", kPositive);
-  v.field("dim", dim, "Model width (embedding and residual stream)", kPositive);
-  v.field("n_layers", n_layers, "Physical transformer blocks (parameters)", kPositive);
-  v.field("n_heads", n_heads, "Query heads", kPositive);
-  v.field("n_kv_heads", n_kv_heads, "Key/value heads (GQA); must divide n_heads", kPositive);
-  v.field("head_dim", head_dim, "Per-head width; 0 means dim / n_heads", kNonNegative);
+  v.field("vocab_size", vocab_size, "Vocabulary size (token ids are 0…vocab_size-1)", IntRange{1, 1LL << 31});
+  v.field("dim", dim, "Model width (embedding and residual stream)", IntRange{1, 1 << 16});
+  v.field("n_layers", n_layers, "Physical transformer blocks (parameters)", IntRange{1, 4096});
+  v.field("n_heads", n_heads, "Query heads", IntRange{1, 4096});
+  v.field("n_kv_heads", n_kv_heads, "Key/value heads (GQA); must divide n_heads", IntRange{1, 4096});
+  v.field("head_dim", head_dim, "Per-head width; 0 means dim / n_heads", IntRange{0, 1 << 14});
   v.section("ffn", ffn, "Feed-forward block");
   v.section("norm", norm, "Normalisation");
   v.section("rope", rope, "Rotary position embedding");
-  v.field("max_seq_len", max_seq_len, "Longest sequence the model accepts", kPositive);
+  v.field("max_seq_len", max_seq_len, "Longest sequence the model accepts", IntRange{1, 1 << 20});
   v.field("tie_embeddings", tie_embeddings, "The LM head reuses the input embedding matrix");
   v.section("layer_sharing", layer_sharing, "Block-wise weight sharing (MobileLLM-LS)");
   v.section("init", init, "Initialisation");

@@ -19,11 +19,11 @@ void DataConfig::visit(Visitor& v) {
 }
 
 void TrainConfig::visit(Visitor& v) {
-  v.field("micro_batch_size", micro_batch_size, "Sequences per device per micro-step", kPositive);
+  v.field("micro_batch_size", micro_batch_size, "Sequences per device per micro-step", IntRange{1, 1 << 20});
   v.field("grad_accum_steps", grad_accum_steps, "Micro-steps accumulated per optimizer step",
           kPositive);
   v.field("seq_len", seq_len, "Tokens per training sequence; 0 means model.max_seq_len",
-          kNonNegative);
+          IntRange{0, 1 << 20});
   v.field("max_steps", max_steps, "Optimizer steps to train; 0 derives them from max_tokens",
           kNonNegative);
   v.field("max_tokens", max_tokens, "Tokens to train on (all ranks); used when max_steps is 0",

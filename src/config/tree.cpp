@@ -50,10 +50,30 @@ std::string Node::describe() const {
 
 namespace {
 
-Node convert(const YAML::Node& y, const std::string& file) {
+// Limits on what a config may be: a regular file of at most 4 MiB, nested at most 64 levels, with
+// at most a million nodes once aliases are expanded (a self-referential alias nests without end;
+// alias chains can multiply a small file), and at most 32 files along a base: chain.
+constexpr uintmax_t kMaxConfigBytes = 4u << 20;
+constexpr int kMaxDepth = 64;
+constexpr int64_t kMaxNodes = 1'000'000;
+constexpr size_t kMaxBaseChain = 32;
+
+struct ConvertState {
+  const std::string& file;
+  int64_t nodes = 0;
+};
+
+Node convert(const YAML::Node& y, ConvertState& st, int depth) {
+  const std::string& file = st.file;
   Node n;
   YAML::Mark m = y.Mark();
   n.source = {file, m.line >= 0 ? m.line + 1 : 0, m.column >= 0 ? m.column + 1 : 0};
+  if (depth > kMaxDepth)
+    fail_input(n.source.str() + ": nested deeper than " + std::to_string(kMaxDepth) +
+               " levels (an alias that refers to itself?)");
+  if (++st.nodes > kMaxNodes)
+    fail_input(file + ": more than " + std::to_string(kMaxNodes) +
+               " values once its aliases are expanded; a config is a few hundred");
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -66,7 +86,7 @@ Node convert(const YAML::Node& y, const std::string& file) {
       break;
     case YAML::NodeType::Sequence:
       n.kind = Node::Kind::sequence;
-      for (const auto& item : y) n.items.push_back(convert(item, file));
+      for (const auto& item : y) n.items.push_back(convert(item, st, depth + 1));
       break;
     case YAML::NodeType::Map:
       n.kind = Node::Kind::map;
@@ -82,7 +102,7 @@ Node convert(const YAML::Node& y, const std::string& file) {
           fail_input(file + ":" + std::to_string(km.line + 1) + ":" +
                      std::to_string(km.column + 1) + ": duplicate key '" + key + "'");
         }
-        Node child = convert(kv.second, file);
+        Node child = convert(kv.second, st, depth + 1);
         if (child.kind == Node::Kind::null) {
           // An empty value has no useful mark of its own: point at its key.
           YAML::Mark km = kv.first.Mark();
@@ -102,6 +122,16 @@ Node load_tree_rec(const fs::path& path, std::vector<fs::path>& stack,
     if (included_from.file.empty()) fail_input("config file not found: " + path.string());
     fail_input(included_from.str() + ": base: config file not found: " + path.string());
   }
+  const std::string at =
+      included_from.file.empty() ? std::string() : included_from.str() + ": base: ";
+  if (!fs::is_regular_file(path, ec))
+    fail_input(at + path.string() + " is not a regular file (a config is a YAML file)");
+  if (fs::file_size(path, ec) > kMaxConfigBytes)
+    fail_input(at + path.string() + " is " + std::to_string(fs::file_size(path, ec)) +
+               " bytes; a config file may have at most " + std::to_string(kMaxConfigBytes));
+  if (stack.size() >= kMaxBaseChain)
+    fail_input(at + "more than " + std::to_string(kMaxBaseChain) +
+               " config files along the base: chain");
   fs::path canon = fs::weakly_canonical(path, ec);
   if (std::find(stack.begin(), stack.end(), canon) != stack.end()) {
     std::vector<std::string> chain;
@@ -157,7 +187,8 @@ Node parse_yaml(std::string_view text, const std::string& file) {
     fail_input(file + ":" + std::to_string(e.mark.line + 1) + ":" +
                std::to_string(e.mark.column + 1) + ": YAML syntax error: " + e.msg);
   }
-  return convert(y, file);
+  ConvertState st{file};
+  return convert(y, st, 0);
 }
 
 Node load_tree(const std::filesystem::path& path) {
@@ -190,7 +221,8 @@ void apply_set(Node& root, std::string_view assignment) {
 
   Node parsed;
   try {
-    parsed = convert(YAML::Load(value), where);
+    ConvertState st{where};
+    parsed = convert(YAML::Load(value), st, 0);
   } catch (const YAML::Exception& e) {
     fail_input(where + ": the value is not valid YAML: " + e.msg);
   }

@@ -130,6 +130,7 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   const c10::Device device = parse_device(tc.device);
   set_current_device(device);
   const Precision precision = resolve_precision(tc.precision, device);
+  check_memory_fits(cfg, device, /*training=*/true, 1, "the benchmarked training step");
   model::Decoder m(cfg.model);
   m->to(device);
   configure_for_training(m, tc);

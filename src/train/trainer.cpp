@@ -146,6 +146,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     at::set_num_threads(std::max<int>(
         1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size));
   const Precision precision = resolve_precision(tc.precision, device);
+  check_memory_fits(cfg, device, /*training=*/true, env.world_size, "training");
   if (cfg.data.path.empty())
     fail_input("data.path is not set: point it at a prepared directory or shard files");
   if (!opts.resume && !list_checkpoints(run_dir).empty())
@@ -155,8 +156,10 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   auto comm = dist::Comm::create(env, device, cfg.distributed);
   const bool rank0 = comm->rank() == 0;
   const int world = comm->size();
+  std::optional<DirLock> lock;  // one writer per run directory
   if (rank0) {
     fs::create_directories(run_dir);
+    lock.emplace(run_dir, "run directory");
     log::configure(true, (run_dir / "train.log").string());
     remove_stale_temporaries(run_dir);
   } else {

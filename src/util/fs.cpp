@@ -1,5 +1,7 @@
 #include "util/fs.h"
 
+#include <sys/file.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -122,6 +124,34 @@ void AtomicDir::commit() {
   committed_ = true;
   if (had_old) remove_tree(old);
   fsync_path(final_.has_parent_path() ? final_.parent_path() : fs::path("."));
+}
+
+DirLock::DirLock(const fs::path& dir, std::string_view what) {
+  const fs::path path = dir / ".lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail_input("cannot open " + path.string() + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::string holder = read_file(path, "lock file");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    const auto sp = holder.find(' ');
+    fail_input(std::string(what) + " " + dir.string() + " is in use by another deepthin process" +
+               (sp == std::string::npos ? std::string()
+                                        : " (pid " + holder.substr(0, sp) + " on host " +
+                                              holder.substr(sp + 1) + ")") +
+               "; wait for it to finish or stop it first");
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string me = std::to_string(::getpid()) + " " + host + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+    // The lock holds without the note; only the message to a second process is poorer.
+  }
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
 }
 
 }  // namespace deepthin

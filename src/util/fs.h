@@ -43,4 +43,18 @@ class AtomicDir {
   bool committed_ = false;
 };
 
+// An exclusive lock on a directory (flock on <dir>/.lock, which holds "pid host" of the holder),
+// held until destruction or the process's death. Input error naming the holder when another process
+// has it.
+class DirLock {
+ public:
+  DirLock(const fs::path& dir, std::string_view what);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace deepthin
