@@ -53,6 +53,12 @@ def load(p):
 d, p = load(f"{out}/deepthin_{shape}_{mb}.json"), load(f"{out}/peer_{shape}_{mb}.json")
 print(json.dumps({"shape": shape, "micro_batch": mb, "deepthin": d, "peer": p}))
 PY
+  tail -1 "$OUT/peer_rows.jsonl" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read()); d, p = r["deepthin"], r["peer"]
+dt, pt = d.get("tokens_per_s"), p.get("tokens_per_s")
+ratio = dt / pt if dt and pt else float("nan")
+print("row", r["shape"], r["micro_batch"], "deepthin", dt, d.get("launch"), "peer", pt, "ratio %.3f" % ratio, flush=True)'
 done
 python3 - "$OUT/peer_rows.jsonl" <<'PY' | tee "$OUT/peer_table.md"
 import json, sys

@@ -2,7 +2,8 @@
 # On the GPU machine: MobileLLM-125M at micro-batch 16 × 2048 in bf16 on real tokens (the offline corpus
 # tokenised with the 32k tokenizer), three ways:
 #   1. the fused path (train.kernels: fused), stopped with a checkpoint at step STOP and resumed to STEPS;
-#   2. the reference path (train.kernels: reference), uninterrupted, same seed and data order;
+#   2. the reference path (train.kernels: reference, train.cuda_graph: off), uninterrupted, same seed
+#      and data order;
 #   3. `deepthin bench` of the same config;
 # then compares the loss curves (1 vs 2) and the logged tokens/s with the benchmark's (1 vs 3).
 # Carry .carry/ (corpus.jsonl.gz, tokenizer-32k.model); the build must exist (scripts/gpu_check.sh).
@@ -27,7 +28,8 @@ build/deepthin train "${common[@]}" --set run.name=fused --until-step "$STOP" 2>
 echo "== fused: resume to step $STEPS =="
 build/deepthin train --resume $W/runs/fused 2>&1 | grep -E "step|resumed|eval" | tail -4
 echo "== reference path, uninterrupted =="
-build/deepthin train "${common[@]}" --set run.name=reference --set train.kernels=reference 2>&1 | tail -3
+build/deepthin train "${common[@]}" --set run.name=reference --set train.kernels=reference \
+  --set train.cuda_graph=off 2>&1 | tail -3
 build/deepthin bench configs/pretrain/mobilellm-125m.yaml --set train.device=cuda \
   --set train.micro_batch_size=16 --step-only > $W/bench.json
 for r in fused reference; do cp $W/runs/$r/metrics.jsonl "$OUT/metrics_$r.jsonl"; done

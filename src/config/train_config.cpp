@@ -52,6 +52,11 @@ void TrainConfig::visit(Visitor& v) {
            "(every activation_checkpointing_every-th effective layer) or full (every layer)");
   v.field("activation_checkpointing_every", activation_checkpointing_every,
           "selective checkpointing recomputes every Nth effective layer", kPositive);
+  v.choice("cuda_graph", cuda_graph, kGraphChoices,
+           "Capture the whole training step (forward, backward, clipping, AdamW) as one CUDA graph "
+           "after two uncaptured steps and replay it: no host synchronisation inside the step and no "
+           "per-kernel launch cost. auto: on a single CUDA device without a teacher; on: the same, "
+           "and an error where it cannot apply; off: the host-synchronised eager step");
 }
 
 void OptimizerConfig::visit(Visitor& v) {

@@ -35,6 +35,9 @@ inline constexpr std::array<std::string_view, 2> kKernelChoices{"fused", "refere
 enum class RecomputeChoice { none, selective, full };
 inline constexpr std::array<std::string_view, 3> kRecomputeChoices{"none", "selective", "full"};
 
+enum class GraphChoice { auto_, on, off };
+inline constexpr std::array<std::string_view, 3> kGraphChoices{"auto", "on", "off"};
+
 struct TrainConfig : Section {
   int64_t micro_batch_size = 16;
   int64_t grad_accum_steps = 1;
@@ -51,6 +54,7 @@ struct TrainConfig : Section {
   KernelChoice kernels = KernelChoice::fused;  // fused CUDA path on GPUs, or the plain layers
   RecomputeChoice activation_checkpointing = RecomputeChoice::none;
   int64_t activation_checkpointing_every = 2;  // selective: every Nth effective layer
+  GraphChoice cuda_graph = GraphChoice::auto_;  // capture the whole step as one CUDA graph
   void visit(Visitor& v) override;
 };
 

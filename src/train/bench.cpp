@@ -150,6 +150,7 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   out["kernels"] = config::kKernelChoices[static_cast<int>(tc.kernels)];
   out["activation_checkpointing"] =
       config::kRecomputeChoices[static_cast<int>(tc.activation_checkpointing)];
+  out["launch"] = launch_name(step.launch());
   out["micro_batch"] = B;
   out["seq_len"] = T;
   if (!opts.step_only) {

@@ -65,13 +65,18 @@ AdamW::AdamW(const std::vector<ParamSlice>& slices, const config::OptimizerConfi
   }
 }
 
-void AdamW::step_group(Group& g, double lr) {
-  if (g.params.empty()) return;
+std::vector<at::Tensor> AdamW::group_grads(Group& g) {
   std::vector<at::Tensor> grads;
   for (const auto& s : g.slices) {
     if (!s.param.grad().defined()) s.param.mutable_grad() = at::zeros_like(s.param);
     grads.push_back(slice_of(s.param.grad(), s));
   }
+  return grads;
+}
+
+void AdamW::step_group(Group& g, double lr) {
+  if (g.params.empty()) return;
+  auto grads = group_grads(g);
   // The kernel reads the step count after the increment (bias correction 1 − β^t needs t ≥ 1).
   at::_foreach_add_(g.steps, 1.0);
   at::_fused_adamw_(g.params, grads, g.exp_avg, g.exp_avg_sq, {}, g.steps, lr, cfg_.betas[0],
@@ -83,6 +88,20 @@ void AdamW::step(double lr) {
   step_group(decay_, lr);
   step_group(no_decay_, lr);
   ++steps_;
+}
+
+void AdamW::step_on_device(const at::Tensor& lr, const std::optional<at::Tensor>& grad_scale,
+                           const at::Tensor& found_inf) {
+  torch::NoGradGuard no_grad;
+  auto applied = 1.0 - found_inf;
+  for (Group* g : {&decay_, &no_decay_}) {
+    if (g->params.empty()) continue;
+    auto grads = group_grads(*g);
+    at::_foreach_add_(g->steps, applied);
+    at::_fused_adamw_(g->params, grads, g->exp_avg, g->exp_avg_sq, {}, g->steps, lr, cfg_.betas[0],
+                      cfg_.betas[1], g->weight_decay, cfg_.eps, /*amsgrad=*/false,
+                      /*maximize=*/false, grad_scale, found_inf);
+  }
 }
 
 exports::TensorList AdamW::state_tensors() const {

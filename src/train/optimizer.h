@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,13 @@ class AdamW {
         const config::OptimizerConfig& cfg);
   // One update at learning rate lr from the parameters' .grad().
   void step(double lr);
+  // The same update with no host synchronisation, so that it can be captured in a CUDA graph: the
+  // learning rate is a 0-d fp32 tensor on the parameters' device; gradients are divided by
+  // grad_scale when given (clipping), and where found_inf is 1 nothing changes, the step counts
+  // included. The host-side count is the caller's: count_step() once the outcome is known.
+  void step_on_device(const at::Tensor& lr, const std::optional<at::Tensor>& grad_scale,
+                      const at::Tensor& found_inf);
+  void count_step() { ++steps_; }
   int64_t steps() const { return steps_; }
   // exp_avg.<name>, exp_avg_sq.<name> (CPU copies) and the step count. Needs whole slices; a
   // sharded optimizer's state is gathered from the flat buffers instead (dist/data_parallel.h).
@@ -53,6 +61,7 @@ class AdamW {
     double weight_decay = 0;
   };
   void step_group(Group& g, double lr);
+  std::vector<at::Tensor> group_grads(Group& g);
   config::OptimizerConfig cfg_;
   Group decay_, no_decay_;
   at::Tensor exp_avg_flat_, exp_avg_sq_flat_;

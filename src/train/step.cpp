@@ -4,14 +4,72 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <chrono>
+#include <cstdlib>
 
 #include "kernels/fused.h"
 #include "train/device_info.h"
 #include "train/kd.h"
 #include "train/loss.h"
+#include "util/error.h"
 #include "util/fault.h"
+#include "util/log.h"
+
+#ifdef DEEPTHIN_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace deepthin::train {
+
+#ifdef DEEPTHIN_CUDA
+struct TrainStep::Graph {
+  explicit Graph(const c10::Device& d)
+      : stream(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, d.index())) {}
+  c10::cuda::CUDAStream stream;  // graphs are captured on a stream other than the default one
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  at::Tensor tokens;  // [grad_accum, B, T + 1]: the batch is copied here before each replay
+  at::Tensor lr;      // 0-d fp32, filled before each replay
+  at::Tensor stats;   // the captured step's [loss, grad norm, found_inf]
+  int64_t warm = 0;   // device steps run so far on this stream (libraries initialise lazily)
+};
+#else
+struct TrainStep::Graph {};
+#endif
+
+namespace {
+
+constexpr int64_t kWarmSteps = 2;  // device steps before the capture
+
+// Why the device launch (or with need_gpu the graph launch) cannot run this step ("" when it can).
+std::string graph_obstacle(const TrainStep::Parts& p, bool need_gpu = true) {
+  if (need_gpu && !p.device.is_cuda()) return "the device is " + p.device.str() + ", not a GPU";
+#ifndef DEEPTHIN_CUDA
+  if (need_gpu) return "this build has no CUDA";
+#endif
+  if (p.comm->size() > 1 || p.dp)
+    return "the step is data-parallel over " + std::to_string(p.comm->size()) +
+           " ranks (collectives are not captured yet)";
+  if (p.teacher) return "distillation runs a teacher beside the step";
+  if (std::getenv("DEEPTHIN_FAULT")) return "DEEPTHIN_FAULT's test hooks run on the host";
+  return "";
+}
+
+}  // namespace
+
+const char* launch_name(Launch l) {
+  switch (l) {
+    case Launch::eager:
+      return "eager";
+    case Launch::device:
+      return "device";
+    case Launch::graph:
+      return "cuda-graph";
+  }
+  return "?";
+}
 
 void configure_for_training(model::Decoder& model, const config::TrainConfig& tc) {
   kernels::configure_attention_from_env();
@@ -87,10 +145,161 @@ TrainStep::TrainStep(Parts parts, const config::TrainConfig& tc)
       loss_chunk_(tc.loss_chunk_tokens),
       grad_clip_(tc.grad_clip) {
   for (const auto& item : p_.model->named_parameters()) params_.push_back(item.value());
+  const std::string obstacle = graph_obstacle(p_);
+  switch (tc.cuda_graph) {
+    case config::GraphChoice::off:
+      break;
+    case config::GraphChoice::auto_:
+      if (obstacle.empty()) set_launch(Launch::graph);
+      break;
+    case config::GraphChoice::on:
+      if (!obstacle.empty())
+        fail_input("train.cuda_graph is 'on', but " + obstacle +
+                   "; use 'auto' (capture where possible) or 'off'");
+      set_launch(Launch::graph);
+      break;
+  }
+}
+
+TrainStep::~TrainStep() = default;
+
+void TrainStep::set_launch(Launch l) {
+  if (l != Launch::eager) {
+    const std::string obstacle = graph_obstacle(p_, /*need_gpu=*/l == Launch::graph);
+    if (!obstacle.empty())
+      fail_input(std::string("the ") + launch_name(l) + " step cannot run: " + obstacle);
+  }
+  graph_.reset();
+#ifdef DEEPTHIN_CUDA
+  if (l == Launch::graph) graph_ = std::make_unique<Graph>(p_.device);
+#endif
+  launch_ = l;
+}
+
+void TrainStep::drop_grads() {
+  for (const auto& p : params_) p.mutable_grad().reset();
 }
 
 StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                           bool stop_requested, bool time_teacher) {
+  if (launch_ == Launch::eager) return run_eager(next_batch, lr, step, stop_requested, time_teacher);
+  return run_on_device(next_batch, lr, stop_requested);
+}
+
+at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
+                                  const at::Tensor& lr) {
+  const double accum = static_cast<double>(grad_accum_);
+  at::Tensor loss_sum;
+  for (size_t micro = 0; micro < micro_batches.size(); ++micro) {
+    auto loss =
+        batch_loss(p_.model, micro_batches[micro], p_.device, p_.precision, loss_chunk_).total;
+    (loss / accum).backward();
+    auto part = loss.detach().to(at::kDouble) / accum;
+    loss_sum = micro == 0 ? part : loss_sum + part;
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  auto norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  auto found_inf =
+      at::logical_not(at::logical_and(at::isfinite(norm), at::isfinite(loss_sum))).to(at::kFloat);
+  // Clipping as AdamW's gradient divisor: (norm + 1e-6) / clip where the norm exceeds clip.
+  std::optional<at::Tensor> scale;
+  if (grad_clip_ > 0)
+    scale = at::where(norm > grad_clip_, (norm + 1e-6) / grad_clip_, at::ones_like(norm));
+  p_.optimizer->step_on_device(lr, scale, found_inf);
+  return at::stack({loss_sum, norm.to(at::kDouble), found_inf.to(at::kDouble)});
+}
+
+StepResult TrainStep::finish_device(const at::Tensor& stats, bool stop_requested) {
+  auto host = stats.to(at::kCPU);  // the step's one synchronisation
+  auto a = host.accessor<double, 1>();
+  StepResult r;
+  r.loss = a[0];
+  r.grad_norm = a[1];
+  r.applied = a[2] == 0.0;
+  r.stop = stop_requested;
+  if (r.applied) p_.optimizer->count_step();
+  return r;
+}
+
+StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
+                                    bool stop_requested) {
+  std::vector<at::Tensor> batches;
+  for (int64_t micro = 0; micro < grad_accum_; ++micro) batches.push_back(next_batch());
+  if (launch_ == Launch::device) {
+    for (auto& b : batches) b = b.to(p_.device, /*non_blocking=*/true);
+    auto lr_t = at::full({}, lr, at::TensorOptions().dtype(at::kFloat).device(p_.device));
+    auto stats = device_body(batches, lr_t);
+    drop_grads();
+    return finish_device(stats, stop_requested);
+  }
+#ifdef DEEPTHIN_CUDA
+  Graph& g = *graph_;
+  // The capture stream waits for what is already queued on the current one (evaluation, loads).
+  at::cuda::CUDAEvent ready;
+  ready.record(c10::cuda::getCurrentCUDAStream(p_.device.index()));
+  ready.block(g.stream);
+  c10::cuda::CUDAStreamGuard on_capture_stream(g.stream);
+  const auto shape = batches.front().sizes();
+  for (const auto& b : batches)
+    if (b.sizes() != shape)
+      fail_runtime("the CUDA-graph step needs micro-batches of one shape; got " +
+                   c10::str(b.sizes()) + " after " + c10::str(shape));
+  if (!g.tokens.defined() || g.tokens.size(1) != shape[0] || g.tokens.size(2) != shape[1] ||
+      g.tokens.scalar_type() != batches.front().scalar_type()) {
+    g.graph.reset();  // a new shape: warm up and capture again
+    g.warm = 0;
+    g.tokens = at::empty({grad_accum_, shape[0], shape[1]},
+                         batches.front().options().device(p_.device));
+    g.lr = at::empty({}, at::TensorOptions().dtype(at::kFloat).device(p_.device));
+  }
+  for (int64_t micro = 0; micro < grad_accum_; ++micro)
+    g.tokens[micro].copy_(batches[micro], /*non_blocking=*/true);
+  g.lr.fill_(lr);
+  std::vector<at::Tensor> inputs;
+  for (int64_t micro = 0; micro < grad_accum_; ++micro) inputs.push_back(g.tokens[micro]);
+  if (g.warm < kWarmSteps) {
+    ++g.warm;
+    auto stats = device_body(inputs, g.lr);
+    drop_grads();
+    return finish_device(stats, stop_requested);
+  }
+  if (!g.graph) {
+    // The gradients are born inside the capture (in its memory pool) and stay: every replay
+    // writes them again. The eager steps' cached blocks go back first, so that the graph's pool
+    // does not sit beside them.
+    drop_grads();
+    g.stream.synchronize();
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    g.graph = std::make_unique<at::cuda::CUDAGraph>();
+    g.graph->capture_begin();
+    try {
+      g.stats = device_body(inputs, g.lr);
+    } catch (const std::exception& e) {
+      try {
+        g.graph->capture_end();
+      } catch (const std::exception&) {
+      }
+      g.graph.reset();
+      g.stats = at::Tensor();
+      drop_grads();
+      fail_runtime(std::string("capturing the training step as a CUDA graph failed: ") +
+                   e.what() + "\nSet train.cuda_graph: off to run the step eagerly.");
+    }
+    g.graph->capture_end();
+    log::info("training step captured as one CUDA graph");
+  }
+  g.graph->replay();
+  return finish_device(g.stats, stop_requested);
+#else
+  fail_runtime("the CUDA-graph step needs a CUDA build");
+#endif
+}
+
+StepResult TrainStep::run_eager(const std::function<at::Tensor()>& next_batch, double lr,
+                                int64_t step, bool stop_requested, bool time_teacher) {
   dist::Comm& comm = *p_.comm;
   const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm.device());
   const double accum = static_cast<double>(grad_accum_);

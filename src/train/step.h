@@ -1,6 +1,14 @@
 // One training step as one unit: the micro-batches' forward and backward (with a teacher when
 // distilling), the gradient all-reduce, clipping, and the AdamW update. `deepthin train` runs it in
 // its loop and `deepthin bench` times it, so the benchmark measures what training runs.
+//
+// Three ways to launch it:
+//   eager  — the reference: the loss and gradient norm are read on the host, which then clips and
+//            decides whether to apply the update (any device, data parallelism, distillation);
+//   device — the same maths with no host synchronisation before the update: clipping and the
+//            non-finite skip are tensors fed to AdamW (grad_scale, found_inf);
+//   graph  — the device step captured once as a CUDA graph (after two device steps that warm the
+//            libraries up) and replayed: one launch per step instead of thousands.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "config/config.h"
@@ -44,6 +53,9 @@ struct StepResult {
   bool stop = false;       // some rank was asked to stop
 };
 
+enum class Launch { eager, device, graph };
+const char* launch_name(Launch l);
+
 class TrainStep {
  public:
   struct Parts {
@@ -57,6 +69,9 @@ class TrainStep {
     Precision precision = Precision::fp32;
   };
   TrainStep(Parts parts, const config::TrainConfig& tc);
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
 
   // One optimizer step over train.grad_accum_steps micro-batches taken from next_batch. `step` is
   // the number this step will have (for the fault-injection hooks); with time_teacher the first
@@ -65,9 +80,24 @@ class TrainStep {
                  bool stop_requested, bool time_teacher = false);
   double teacher_ms() const { return teacher_ms_; }
   const std::vector<at::Tensor>& params() const { return params_; }
+  Launch launch() const { return launch_; }
+  // Tests: force a launch mode (graph needs CUDA, one process, no teacher).
+  void set_launch(Launch l);
 
  private:
+  StepResult run_eager(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
+                       bool stop_requested, bool time_teacher);
+  StepResult run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
+                           bool stop_requested);
+  // Forward, backward, norm, clipping and update of the micro-batches, all on the device; returns
+  // [loss, grad norm, found_inf] as a float64 tensor there.
+  at::Tensor device_body(const std::vector<at::Tensor>& micro_batches, const at::Tensor& lr);
+  StepResult finish_device(const at::Tensor& stats, bool stop_requested);
+  void drop_grads();
+  struct Graph;  // CUDA builds: the capture stream, static inputs and the captured graph
   Parts p_;
+  Launch launch_ = Launch::eager;
+  std::unique_ptr<Graph> graph_;
   int64_t grad_accum_, loss_chunk_;
   double grad_clip_;
   std::vector<at::Tensor> params_;

@@ -328,6 +328,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   TrainStep step({model, &optimizer, comm.get(), dp.get(), teacher ? &*teacher : nullptr, &cfg.kd,
                   device, precision},
                  tc);
+  if (rank0) log::info("training step: {} launch", launch_name(step.launch()));
   while (state.step < total_steps) {
     const double lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, total_steps);
     const bool timed = teacher && (state.step + 1) % cfg.log.every == 0;
