@@ -13,6 +13,8 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 #    registry; otherwise we say what is missing and let CMake report precisely what it cannot find.
 APT_PKGS=(cmake ninja-build ccache g++ pkg-config libyaml-cpp-dev libspdlog-dev libgtest-dev
           libsentencepiece-dev sentencepiece clang-format libgloo-dev)
+# Sanitized builds (DEEPTHIN_SANITIZE) and the fuzz targets use clang and its sanitizer runtimes.
+[ -n "${DEEPTHIN_SANITIZE:-}${DEEPTHIN_FUZZ:-}" ] && APT_PKGS+=(clang libclang-rt-14-dev)
 missing=()
 if command -v dpkg >/dev/null; then
   for p in "${APT_PKGS[@]}"; do
@@ -60,15 +62,16 @@ if [ -z "${DEEPTHIN_NO_EXPORT:-}" ]; then
   scripts/setup_export.sh || log "warning: scripts/setup_export.sh failed; the export tests will fail"
 fi
 
-# 4. Configure and build.
+# 4. Configure and build, into build/ (or DEEPTHIN_BUILD_DIR).
+B=${DEEPTHIN_BUILD_DIR:-build}
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
-if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GEN[1]:-Unix Makefiles}$" build/CMakeCache.txt; then
-  rm -rf build  # generator changed
+if [ -f "$B/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GEN[1]:-Unix Makefiles}$" "$B/CMakeCache.txt"; then
+  rm -rf "$B"  # generator changed
 fi
 JOBS=${DEEPTHIN_JOBS:-$(nproc)}
-cmake -S . -B build "${GEN[@]}" -DDEEPTHIN_PYTHON="$PY" \
+cmake -S . -B "$B" "${GEN[@]}" -DDEEPTHIN_PYTHON="$PY" \
   -DCMAKE_BUILD_TYPE="${DEEPTHIN_BUILD_TYPE:-RelWithDebInfo}" ${DEEPTHIN_CMAKE_ARGS:-} >/dev/null
-log "building with $JOBS jobs"
-cmake --build build -j "$JOBS" ${DEEPTHIN_BUILD_TARGET:+--target "$DEEPTHIN_BUILD_TARGET"}
-log "ready: build/deepthin"
+log "building $B with $JOBS jobs"
+cmake --build "$B" -j "$JOBS" ${DEEPTHIN_BUILD_TARGET:+--target "$DEEPTHIN_BUILD_TARGET"}
+log "ready: $B/deepthin"

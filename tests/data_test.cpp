@@ -1,7 +1,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -424,4 +427,50 @@ TEST_F(DataTest, CliErrorsExitTwo) {
   auto dec = run_cli("tokenizer decode --tokenizer " + tok_path_.string() + " --ids '" +
                      trim(enc.out) + "'");
   EXPECT_EQ(dec.out, "the model\n");
+}
+
+namespace {
+int open_fds() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+}  // namespace
+
+// Found by fuzzing (fuzz_shards ran out of file descriptors): a rejected shard kept its descriptor
+// and mapping. 3,000 rejected opens — more than the usual limit of 1,024 descriptors — leave the
+// count where it was. A header whose count, times the token width, wraps around 2^64 is refused,
+// and a FIFO or a device named as a shard or a manifest is refused at once instead of blocking or
+// being read forever.
+TEST(ShardReader, RejectedShardsReleaseEverythingAndSpecialFilesAreRefused) {
+  TempDir tmp;
+  std::string header(64, '\0');
+  std::memcpy(header.data(), data::kShardMagic, 8);
+  header[8] = 1;   // version
+  header[12] = 2;  // bytes per token
+  write_text(tmp / "bad.bin", header + "abc");  // promises 0 tokens, holds 3 bytes
+  const int before = open_fds();
+  for (int i = 0; i < 3000; ++i)
+    EXPECT_NE(input_error([&] { data::Shard s(tmp / "bad.bin"); }).find("bad.bin"),
+              std::string::npos);
+  EXPECT_EQ(open_fds(), before);
+
+  // 2^63 + 2 tokens of 2 bytes wrap to 4 bytes: the file's 4 bytes of tokens must not pass.
+  std::string wrap = header;
+  wrap[16] = 2;
+  wrap[23] = static_cast<char>(0x80);
+  write_text(tmp / "wrap.bin", wrap + "abcd");
+  auto msg = input_error([&] { data::Shard s(tmp / "wrap.bin"); });
+  EXPECT_NE(msg.find("truncated or corrupt"), std::string::npos) << msg;
+
+  ASSERT_EQ(::mkfifo((tmp / "fifo.bin").c_str(), 0600), 0);
+  msg = input_error([&] { data::Shard s(tmp / "fifo.bin"); });
+  EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
+  fs::create_directories(tmp / "prepared");
+  ASSERT_EQ(::mkfifo((tmp / "prepared" / "manifest.json").c_str(), 0600), 0);
+  msg = input_error([&] { data::TokenDataset::open((tmp / "prepared").string(), "train"); });
+  EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
+  fs::create_symlink("/dev/zero", tmp / "zero.bin");
+  msg = input_error([&] { data::Shard s(tmp / "zero.bin"); });
+  EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
 }

@@ -71,6 +71,15 @@ TEST(Safetensors, TruncatedAndCorruptFilesAreClearErrors) {
 
   msg = input_error([&] { exports::load_safetensors(tmp / "missing.safetensors"); });
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
+
+  // A shape whose element count overflows int64 (its product was undefined behaviour).
+  const std::string header =
+      R"({"w":{"dtype":"F32","shape":[4000000000000000,4000000000000000,0],"data_offsets":[0,0]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  write_text(tmp / "huge.safetensors", bytes + header);
+  msg = input_error([&] { exports::load_safetensors(tmp / "huge.safetensors"); });
+  EXPECT_NE(msg.find("more than 2^63 elements"), std::string::npos) << msg;
 }
 
 TEST(ModelDir, SaveLoadRoundTripIsExact) {

@@ -170,6 +170,14 @@ TEST_F(SweepTest, BadExperimentsSayWhereAndWhat) {
   expect_error("base: base.yaml\neval: {tasks: all}\n", "'data'");
   expect_error("base: base.yaml\neval: {tasks: [piqa], data: d, shots: 5}\n",
                "unknown key 'shots'");
+  // Found by fuzzing (tests/fuzz/regressions/fuzz_experiment): a count beyond int64 was converted
+  // with undefined behaviour.
+  expect_error("base: base.yaml\nseeds: [1, 8888888888888888888882]\n", "to 2^62");
+  expect_error("base: base.yaml\nseeds: [.inf]\n", "must be");
+  // Also by fuzzing: a budget of 16e25 parameters overflowed the solver's FFN width.
+  expect_error("base: base.yaml\nbudget: {params: 16e25, depths: [4, 12]}\n", "params <= 1e13");
+  expect_error("base: base.yaml\nbudget: {params: nan, depths: [4]}\n", "params <= 1e13");
+  expect_error("base: base.yaml\nbudget: {params: 1e6, depths: [5000]}\n", "at most 4096");
 }
 
 TEST_F(SweepTest, FailuresAreRecordedThenResumedThenSkippedAndReported) {

@@ -2,6 +2,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
 #include <sstream>
 
 #include "config/config.h"
@@ -269,4 +275,80 @@ TEST_F(TrainerTest, ASecondWriterOfARunDirectoryIsRefused) {
       << second.err;
   auto third = run_cli("train --resume " + run("locked").string());  // the lock died with it
   EXPECT_EQ(third.status, 0) << third.err;
+}
+
+// Kill at any moment: a training is killed with SIGKILL thirty times at random moments (some land
+// inside checkpoint writes), and each time the next start resumes it (or starts it again when no
+// checkpoint was finished yet). Every start must succeed, and the final weights and optimizer state
+// equal an uninterrupted run's bit for bit.
+TEST_F(TrainerTest, ThirtyKillsAtRandomMomentsLoseNothing) {
+  const std::string schedule =
+      " --set train.max_steps=1000 --set checkpoint.every=4 --set checkpoint.keep_last=3"
+      " --set eval.every=100 --set log.every=20";
+  // One thread per process: the loop's processes then cost the same whatever else the machine runs
+  // (spinning OpenMP workers under contention made a sanitized run ten times slower).
+  const std::string env = "OMP_NUM_THREADS=1";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(train("straight", schedule, env).status, 0);
+  std::printf("uninterrupted run: %.2f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  const fs::path dir = run("killed"), log = tmp_ / "killed.log";
+  auto has_checkpoint = [&] {
+    if (!fs::exists(dir / "checkpoints")) return false;
+    for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+      if (e.path().filename().string().rfind("step_", 0) == 0 &&
+          e.path().filename().string().find(".tmp") == std::string::npos)
+        return true;
+    return false;
+  };
+  auto start = [&] {
+    const std::string args = has_checkpoint()
+                                 ? "train --resume " + dir.string()
+                                 : "train " + (tmp_ / "cfg.yaml").string() +
+                                       " --set run.name=killed" + schedule;
+    // exec: the kill reaches deepthin itself, not a shell around it.
+    const std::string cmd = env + " exec " + std::string(DEEPTHIN_CLI) + " " + args + " >" +
+                            log.string() + " 2>&1";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid;
+  };
+  std::mt19937 rng(20261130);
+  std::uniform_int_distribution<int> delay_ms(100, 700);
+  int kills = 0, during_write = 0, starts = 0;
+  while (kills < 30 && starts < 200) {
+    const pid_t pid = start();
+    ASSERT_GT(pid, 0);
+    ++starts;
+    ::usleep(static_cast<useconds_t>(delay_ms(rng)) * 1000);
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {  // it ended before the kill
+      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_text(log);
+      break;
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    ++kills;
+    if (fs::exists(dir / "checkpoints"))
+      for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+        if (e.path().filename().string().find(".tmp") != std::string::npos) {
+          ++during_write;
+          break;
+        }
+  }
+  std::printf("%d kills over %d starts, %d inside a checkpoint write\n", kills, starts,
+              during_write);
+  ASSERT_EQ(kills, 30) << "the run finished after " << kills
+                       << " kills: make it longer so that every kill lands";
+  auto rest = run_cli_with_env(env, "train --resume " + dir.string());
+  ASSERT_EQ(rest.status, 0) << rest.err;
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(read_text(run("straight") / "checkpoints/step_1000" / f),
+              read_text(dir / "checkpoints/step_1000" / f))
+        << f;
+  for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 }

@@ -22,18 +22,25 @@ struct Source {
 };
 
 struct Node {
+  struct Entry;  // key and value (std::pair of an incomplete Node does not compile with clang)
   enum class Kind { null, scalar, sequence, map };
   Kind kind = Kind::null;
   std::string scalar;
   bool quoted = false;  // a quoted scalar is a string, never a number or a boolean
   std::vector<Node> items;
-  std::vector<std::pair<std::string, Node>> entries;
+  std::vector<Entry> entries;
   Source source;
 
   Node* find(std::string_view key);
   const Node* find(std::string_view key) const;
   void erase(std::string_view key);
   std::string describe() const;  // "a mapping", "a list", "'abc'"
+};
+
+struct Node::Entry {
+  Entry(std::string key, Node value) : first(std::move(key)), second(std::move(value)) {}
+  std::string first;
+  Node second;
 };
 
 // Parses YAML text; `file` names it in errors. Syntax errors become input errors with

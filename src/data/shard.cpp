@@ -34,11 +34,22 @@ void write_shard(const std::filesystem::path& path, const std::vector<uint32_t>&
 }
 
 Shard::Shard(const std::filesystem::path& path) : path_(path) {
-  const std::string where = path.string();
-  fd_ = ::open(path.c_str(), O_RDONLY);
+  try {
+    open_and_validate();
+  } catch (...) {
+    release();  // a rejected shard keeps neither its descriptor nor its mapping
+    throw;
+  }
+}
+
+void Shard::open_and_validate() {
+  const std::string where = path_.string();
+  // Non-blocking: a FIFO named as a shard must not block the open; it is refused below.
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd_ < 0) fail_input("cannot open shard " + where + ": " + std::strerror(errno));
   struct stat st {};
-  ::fstat(fd_, &st);
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))
+    fail_input(where + ": not a regular file (a shard is a .bin file)");
   map_bytes_ = static_cast<size_t>(st.st_size);
   if (map_bytes_ < 16)
     fail_input(where + ": too short to be a token shard (" + std::to_string(map_bytes_) +
@@ -66,7 +77,12 @@ Shard::Shard(const std::filesystem::path& path) : path_(path) {
     if (bytes_ != 2 && bytes_ != 4)
       fail_input(where + ": bad bytes-per-token " + std::to_string(bytes_) +
                  " in header (expected 2 or 4)");
-    n_tokens_ = static_cast<int64_t>(get(16, 8));
+    const uint64_t count = get(16, 8);
+    if (count > (map_bytes_ - kShardHeaderBytes) / static_cast<uint64_t>(bytes_))
+      fail_input(where + ": header promises " + std::to_string(count) +
+                 " tokens but the file holds only " + std::to_string(map_bytes_) +
+                 " bytes; the shard is truncated or corrupt");
+    n_tokens_ = static_cast<int64_t>(count);
     header = kShardHeaderBytes;
   } else if (static_cast<int32_t>(get(0, 4)) == kLlmcMagic) {
     if (map_bytes_ < kLlmcHeaderBytes) fail_input(where + ": truncated llm.c shard header");
@@ -89,9 +105,15 @@ Shard::Shard(const std::filesystem::path& path) : path_(path) {
   tokens_ = b + header;
 }
 
-Shard::~Shard() {
+void Shard::release() {
   if (map_) ::munmap(map_, map_bytes_);
   if (fd_ >= 0) ::close(fd_);
+  map_ = nullptr;
+  fd_ = -1;
+}
+
+Shard::~Shard() {
+  release();
 }
 
 uint32_t Shard::at(int64_t i) const {

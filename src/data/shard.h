@@ -44,6 +44,8 @@ class Shard {
   bool is_llmc() const { return llmc_; }
 
  private:
+  void open_and_validate();
+  void release();
   std::filesystem::path path_;
   int fd_ = -1;
   void* map_ = nullptr;

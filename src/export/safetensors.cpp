@@ -141,12 +141,15 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
       int64_t d = s.as_int(what + " shape");
       if (d < 0) fail_input(what + ": negative dimension in shape");
       shape.push_back(d);
-      numel *= d;
+      if (__builtin_mul_overflow(numel, d, &numel))
+        fail_input(what + ": its shape holds more than 2^63 elements");
     }
     const auto& offsets = entry.at("data_offsets", what).as_array(what + " data_offsets");
     if (offsets.size() != 2) fail_input(what + ": data_offsets must hold two numbers");
     int64_t begin = offsets[0].as_int(what), end = offsets[1].as_int(what);
-    const int64_t expected = numel * static_cast<int64_t>(c10::elementSize(dtype));
+    int64_t expected = 0;
+    if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(dtype)), &expected))
+      fail_input(what + ": its shape holds more than 2^63 bytes");
     if (begin < 0 || end < begin || end - begin != expected)
       fail_input(what + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                  "] do not match its shape and dtype (" + std::to_string(expected) + " bytes)");

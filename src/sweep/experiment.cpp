@@ -90,9 +90,10 @@ double as_number(const Node& n, const std::string& key) {
 
 int64_t as_int(const Node& n, const std::string& key, int64_t lo) {
   double v = as_number(n, key);
-  if (v != std::floor(v) || v < static_cast<double>(lo))
-    fail_input(where(n) + ": '" + key + "' must be an integer >= " + std::to_string(lo) + ", got " +
-               n.scalar);
+  // 2^62 bounds every count an experiment can mean and keeps the conversion exact and defined.
+  if (v != std::floor(v) || v < static_cast<double>(lo) || v > 0x1p62)
+    fail_input(where(n) + ": '" + key + "' must be an integer from " + std::to_string(lo) +
+               " to 2^62, got " + n.scalar);
   return static_cast<int64_t>(v);
 }
 
@@ -255,8 +256,17 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     if (const Node* n = bn->find("kv_group")) b.kv_group = as_int(*n, "kv_group", 1);
     if (const Node* n = bn->find("ffn_multiple")) b.ffn_multiple = as_int(*n, "ffn_multiple", 1);
     if (const Node* n = bn->find("tolerance")) b.tolerance = as_number(*n, "tolerance");
-    if (b.params <= 0 || b.ffn_ratio <= 0 || b.head_dim % 2 != 0)
-      fail_input(where(*bn) + ": budget needs params > 0, ffn_ratio > 0 and an even head_dim");
+    // Bounds that keep every shape the solver tries inside the model's own limits and its
+    // arithmetic exact (fuzzing found params: 16e25 overflowing the FFN width).
+    if (!(b.params > 0 && b.params <= 1e13) || !(b.ffn_ratio > 0 && b.ffn_ratio <= 1000) ||
+        b.head_dim % 2 != 0 || b.head_dim > 16384 || b.kv_group > 4096 ||
+        b.ffn_multiple > (int64_t{1} << 20) || !(b.tolerance >= 0 && b.tolerance <= 1))
+      fail_input(where(*bn) +
+                 ": budget needs 0 < params <= 1e13, 0 < ffn_ratio <= 1000, an even head_dim up "
+                 "to 16384, kv_group up to 4096, ffn_multiple up to 2^20 and tolerance in [0, 1]");
+    for (int64_t d : b.depths)
+      if (d > 4096) fail_input(where(*bn) + ": budget depths must be at most 4096, got " +
+                               std::to_string(d));
     e.has_budget = true;
     e.axis_keys = {"model.n_layers", "model.dim"};
     for (const auto& s : solve_budget(base_cfg.model, b)) {

@@ -114,7 +114,8 @@ MetricsLog::MetricsLog(const std::filesystem::path& run_dir, bool tensorboard,
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       try {
-        const Json* s = Json::parse(line).find("step");
+        const Json row = Json::parse(line);  // kept: find() points into it
+        const Json* s = row.find("step");
         if (s && s->as_int() > resume_step) continue;
       } catch (const Error&) {
         continue;  // a torn last line from a killed run

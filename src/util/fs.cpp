@@ -22,6 +22,9 @@ std::string read_file(const fs::path& path, std::string_view what) {
   if (!fs::exists(path, ec)) fail_input(std::string(what) + " not found: " + path.string());
   if (fs::is_directory(path, ec))
     fail_input(std::string(what) + " is a directory, expected a file: " + path.string());
+  // A device or a FIFO (/dev/zero, a named pipe) would be read forever or block.
+  if (!fs::is_regular_file(path, ec))
+    fail_input(std::string(what) + " is not a regular file: " + path.string());
   std::ifstream in(path, std::ios::binary);
   if (!in)
     fail_input("cannot read " + std::string(what) + " " + path.string() + ": " +
