@@ -303,7 +303,8 @@ TEST_F(DataTest, PreTokenizedJsonlAndLlmcFilesLoad) {
 TEST_F(DataTest, MissingEmptyAndMalformedInputs) {
   auto o = prepare_opts("x");
   o.inputs = {(tmp_ / "nope.jsonl").string()};
-  EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("input not found"), std::string::npos);
+  EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("input not found"),
+            std::string::npos);
   o.inputs = {(tmp_ / "none-*.jsonl").string()};
   EXPECT_NE(input_error([&] { data::prepare_dataset(o); }).find("matches no files"),
             std::string::npos);
@@ -446,8 +447,8 @@ TEST(ShardReader, RejectedShardsReleaseEverythingAndSpecialFilesAreRefused) {
   TempDir tmp;
   std::string header(64, '\0');
   std::memcpy(header.data(), data::kShardMagic, 8);
-  header[8] = 1;   // version
-  header[12] = 2;  // bytes per token
+  header[8] = 1;                                // version
+  header[12] = 2;                               // bytes per token
   write_text(tmp / "bad.bin", header + "abc");  // promises 0 tokens, holds 3 bytes
   const int before = open_fds();
   for (int i = 0; i < 3000; ++i)

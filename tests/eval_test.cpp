@@ -98,11 +98,13 @@ TEST(Tasks, PromptsFollowLmEval) {
 // Bad task files name the file, the line and the field.
 TEST(Tasks, BadFilesAreClearErrors) {
   test::TempDir tmp;
-  EXPECT_NE(test::input_error([&] { eval::load_task("mmlu", tmp.path()); }).find("known tasks: arc_easy"),
-            std::string::npos);
   EXPECT_NE(
-      test::input_error([&] { eval::load_task("piqa", tmp.path()); }).find("piqa.jsonl does not exist"),
+      test::input_error([&] { eval::load_task("mmlu", tmp.path()); }).find("known tasks: arc_easy"),
       std::string::npos);
+  EXPECT_NE(test::input_error([&] {
+              eval::load_task("piqa", tmp.path());
+            }).find("piqa.jsonl does not exist"),
+            std::string::npos);
   test::write_text(tmp / "piqa.jsonl", R"({"goal":"g","sol1":"a","sol2":"b","label":0})"
                                        "\n{broken\n");
   EXPECT_NE(test::input_error([&] { eval::load_task("piqa", tmp.path()); }).find("piqa.jsonl:2"),

@@ -18,7 +18,6 @@ using namespace deepthin;
 using namespace deepthin::test;
 namespace fs = std::filesystem;
 
-
 TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
   TempDir tmp;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);

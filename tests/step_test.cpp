@@ -83,8 +83,8 @@ std::vector<train::StepResult> run_steps(Trainee& t, const std::vector<at::Tenso
   size_t next = 0;
   std::vector<train::StepResult> out;
   for (int64_t s = 0; s < steps; ++s)
-    out.push_back(t.step->run([&] { return data.at(next++); }, 2e-3 * (1.0 + 0.1 * s), s + 1,
-                              false));
+    out.push_back(
+        t.step->run([&] { return data.at(next++); }, 2e-3 * (1.0 + 0.1 * s), s + 1, false));
   return out;
 }
 
@@ -168,9 +168,9 @@ TEST(TrainStepLaunch, GraphOnWhereItCannotApplyIsAnInputError) {
   train::AdamW opt(named, cfg.optimizer);
   dist::Comm comm;
   const auto msg = test::input_error([&] {
-    train::TrainStep step({m, &opt, &comm, nullptr, nullptr, nullptr, c10::Device(c10::kCPU),
-                           train::Precision::fp32},
-                          cfg.train);
+    train::TrainStep step(
+        {m, &opt, &comm, nullptr, nullptr, nullptr, c10::Device(c10::kCPU), train::Precision::fp32},
+        cfg.train);
   });
   EXPECT_NE(msg.find("train.cuda_graph is 'on'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("cpu"), std::string::npos) << msg;

@@ -302,13 +302,12 @@ TEST_F(TrainerTest, ThirtyKillsAtRandomMomentsLoseNothing) {
     return false;
   };
   auto start = [&] {
-    const std::string args = has_checkpoint()
-                                 ? "train --resume " + dir.string()
-                                 : "train " + (tmp_ / "cfg.yaml").string() +
-                                       " --set run.name=killed" + schedule;
+    const std::string args = has_checkpoint() ? "train --resume " + dir.string()
+                                              : "train " + (tmp_ / "cfg.yaml").string() +
+                                                    " --set run.name=killed" + schedule;
     // exec: the kill reaches deepthin itself, not a shell around it.
-    const std::string cmd = env + " exec " + std::string(DEEPTHIN_CLI) + " " + args + " >" +
-                            log.string() + " 2>&1";
+    const std::string cmd =
+        env + " exec " + std::string(DEEPTHIN_CLI) + " " + args + " >" + log.string() + " 2>&1";
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));

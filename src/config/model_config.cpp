@@ -27,7 +27,8 @@ void LayerSharingConfig::visit(Visitor& v) {
   v.choice("scheme", scheme, kSharingSchemes,
            "Order in which physical blocks run: immediate 0,0,1,1,…; repeat_all_over 0…n-1,0…n-1; "
            "reverse 0…n-1,n-1…0");
-  v.field("repeats", repeats, "Times each physical block runs; 1 means no sharing", IntRange{1, 64});
+  v.field("repeats", repeats, "Times each physical block runs; 1 means no sharing",
+          IntRange{1, 64});
 }
 
 void LayerSharingConfig::check(const Checker& c) const {
@@ -44,11 +45,13 @@ void InitConfig::visit(Visitor& v) {
 }
 
 void ModelConfig::visit(Visitor& v) {
-  v.field("vocab_size", vocab_size, "Vocabulary size (token ids are 0…vocab_size-1)", IntRange{1, 1LL << 31});
+  v.field("vocab_size", vocab_size, "Vocabulary size (token ids are 0…vocab_size-1)",
+          IntRange{1, 1LL << 31});
   v.field("dim", dim, "Model width (embedding and residual stream)", IntRange{1, 1 << 16});
   v.field("n_layers", n_layers, "Physical transformer blocks (parameters)", IntRange{1, 4096});
   v.field("n_heads", n_heads, "Query heads", IntRange{1, 4096});
-  v.field("n_kv_heads", n_kv_heads, "Key/value heads (GQA); must divide n_heads", IntRange{1, 4096});
+  v.field("n_kv_heads", n_kv_heads, "Key/value heads (GQA); must divide n_heads",
+          IntRange{1, 4096});
   v.field("head_dim", head_dim, "Per-head width; 0 means dim / n_heads", IntRange{0, 1 << 14});
   v.section("ffn", ffn, "Feed-forward block");
   v.section("norm", norm, "Normalisation");

@@ -19,7 +19,8 @@ void DataConfig::visit(Visitor& v) {
 }
 
 void TrainConfig::visit(Visitor& v) {
-  v.field("micro_batch_size", micro_batch_size, "Sequences per device per micro-step", IntRange{1, 1 << 20});
+  v.field("micro_batch_size", micro_batch_size, "Sequences per device per micro-step",
+          IntRange{1, 1 << 20});
   v.field("grad_accum_steps", grad_accum_steps, "Micro-steps accumulated per optimizer step",
           kPositive);
   v.field("seq_len", seq_len, "Tokens per training sequence; 0 means model.max_seq_len",
@@ -52,11 +53,12 @@ void TrainConfig::visit(Visitor& v) {
            "(every activation_checkpointing_every-th effective layer) or full (every layer)");
   v.field("activation_checkpointing_every", activation_checkpointing_every,
           "selective checkpointing recomputes every Nth effective layer", kPositive);
-  v.choice("cuda_graph", cuda_graph, kGraphChoices,
-           "Capture the whole training step (forward, backward, clipping, AdamW) as one CUDA graph "
-           "after two uncaptured steps and replay it: no host synchronisation inside the step and no "
-           "per-kernel launch cost. auto: on a single CUDA device without a teacher; on: the same, "
-           "and an error where it cannot apply; off: the host-synchronised eager step");
+  v.choice(
+      "cuda_graph", cuda_graph, kGraphChoices,
+      "Capture the whole training step (forward, backward, clipping, AdamW) as one CUDA graph "
+      "after two uncaptured steps and replay it: no host synchronisation inside the step and no "
+      "per-kernel launch cost. auto: on a single CUDA device without a teacher; on: the same, "
+      "and an error where it cannot apply; off: the host-synchronised eager step");
 }
 
 void OptimizerConfig::visit(Visitor& v) {

@@ -53,7 +53,7 @@ struct TrainConfig : Section {
   double peak_tflops = 0;                      // per device, for MFU; 0 → known GPU table
   KernelChoice kernels = KernelChoice::fused;  // fused CUDA path on GPUs, or the plain layers
   RecomputeChoice activation_checkpointing = RecomputeChoice::none;
-  int64_t activation_checkpointing_every = 2;  // selective: every Nth effective layer
+  int64_t activation_checkpointing_every = 2;   // selective: every Nth effective layer
   GraphChoice cuda_graph = GraphChoice::auto_;  // capture the whole step as one CUDA graph
   void visit(Visitor& v) override;
 };

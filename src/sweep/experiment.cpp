@@ -265,8 +265,8 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
                  ": budget needs 0 < params <= 1e13, 0 < ffn_ratio <= 1000, an even head_dim up "
                  "to 16384, kv_group up to 4096, ffn_multiple up to 2^20 and tolerance in [0, 1]");
     for (int64_t d : b.depths)
-      if (d > 4096) fail_input(where(*bn) + ": budget depths must be at most 4096, got " +
-                               std::to_string(d));
+      if (d > 4096)
+        fail_input(where(*bn) + ": budget depths must be at most 4096, got " + std::to_string(d));
     e.has_budget = true;
     e.axis_keys = {"model.n_layers", "model.dim"};
     for (const auto& s : solve_budget(base_cfg.model, b)) {

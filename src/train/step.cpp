@@ -43,6 +43,17 @@ namespace {
 
 constexpr int64_t kWarmSteps = 2;  // device steps before the capture
 
+// The L2 norm of all defined gradients, on their device; the gradients into *grads when given.
+at::Tensor global_grad_norm(const std::vector<at::Tensor>& params,
+                            std::vector<at::Tensor>* grads = nullptr) {
+  std::vector<at::Tensor> g;
+  for (const auto& p : params)
+    if (p.grad().defined()) g.push_back(p.grad());
+  auto norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(g, 2)), 2);
+  if (grads) *grads = std::move(g);
+  return norm;
+}
+
 // Why the device launch (or with need_gpu the graph launch) cannot run this step ("" when it can).
 std::string graph_obstacle(const TrainStep::Parts& p, bool need_gpu = true) {
   if (need_gpu && !p.device.is_cuda()) return "the device is " + p.device.str() + ", not a GPU";
@@ -182,26 +193,41 @@ void TrainStep::drop_grads() {
 
 StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                           bool stop_requested, bool time_teacher) {
-  if (launch_ == Launch::eager) return run_eager(next_batch, lr, step, stop_requested, time_teacher);
+  if (launch_ == Launch::eager)
+    return run_eager(next_batch, lr, step, stop_requested, time_teacher);
   return run_on_device(next_batch, lr, stop_requested);
+}
+
+TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(int64_t)>& batch,
+                                                 int64_t step, bool time_teacher) {
+  const double accum = static_cast<double>(grad_accum_);
+  MicroSums sums;
+  for (int64_t micro = 0; micro < grad_accum_; ++micro) {
+    if (p_.dp) p_.dp->begin_backward(micro + 1 == grad_accum_);
+    auto parts = batch_loss(p_.model, batch(micro), p_.device, p_.precision, loss_chunk_,
+                            p_.teacher, p_.kd, time_teacher && micro == 0 ? &teacher_ms_ : nullptr);
+    auto loss = parts.total;
+    if (fault_at("nan_at", step)) loss = loss * NAN;  // test hook
+    (loss / accum).backward();
+    auto part = loss.detach().to(at::kDouble) / accum;
+    sums.total = micro == 0 ? part : sums.total + part;
+    if (p_.teacher) {
+      auto c = parts.ce.to(at::kDouble) / accum, k = parts.kd.to(at::kDouble) / accum;
+      sums.ce = micro == 0 ? c : sums.ce + c;
+      sums.kd = micro == 0 ? k : sums.kd + k;
+    }
+  }
+  return sums;
 }
 
 at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
                                   const at::Tensor& lr) {
-  const double accum = static_cast<double>(grad_accum_);
-  at::Tensor loss_sum;
-  for (size_t micro = 0; micro < micro_batches.size(); ++micro) {
-    auto loss =
-        batch_loss(p_.model, micro_batches[micro], p_.device, p_.precision, loss_chunk_).total;
-    (loss / accum).backward();
-    auto part = loss.detach().to(at::kDouble) / accum;
-    loss_sum = micro == 0 ? part : loss_sum + part;
-  }
+  const at::Tensor loss_sum =
+      forward_backward([&](int64_t micro) { return micro_batches[micro]; }, /*step=*/0,
+                       /*time_teacher=*/false)
+          .total;
   torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params_)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  auto norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  auto norm = global_grad_norm(params_);
   auto found_inf =
       at::logical_not(at::logical_and(at::isfinite(norm), at::isfinite(loss_sum))).to(at::kFloat);
   // Clipping as AdamW's gradient divisor: (norm + 1e-6) / clip where the norm exceeds clip.
@@ -251,8 +277,8 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
       g.tokens.scalar_type() != batches.front().scalar_type()) {
     g.graph.reset();  // a new shape: warm up and capture again
     g.warm = 0;
-    g.tokens = at::empty({grad_accum_, shape[0], shape[1]},
-                         batches.front().options().device(p_.device));
+    g.tokens =
+        at::empty({grad_accum_, shape[0], shape[1]}, batches.front().options().device(p_.device));
     g.lr = at::empty({}, at::TensorOptions().dtype(at::kFloat).device(p_.device));
   }
   for (int64_t micro = 0; micro < grad_accum_; ++micro)
@@ -285,8 +311,8 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
       g.graph.reset();
       g.stats = at::Tensor();
       drop_grads();
-      fail_runtime(std::string("capturing the training step as a CUDA graph failed: ") +
-                   e.what() + "\nSet train.cuda_graph: off to run the step eagerly.");
+      fail_runtime(std::string("capturing the training step as a CUDA graph failed: ") + e.what() +
+                   "\nSet train.cuda_graph: off to run the step eagerly.");
     }
     g.graph->capture_end();
     log::info("training step captured as one CUDA graph");
@@ -302,23 +328,8 @@ StepResult TrainStep::run_eager(const std::function<at::Tensor()>& next_batch, d
                                 int64_t step, bool stop_requested, bool time_teacher) {
   dist::Comm& comm = *p_.comm;
   const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm.device());
-  const double accum = static_cast<double>(grad_accum_);
-  at::Tensor loss_sum, ce_sum, kd_sum;
-  for (int64_t micro = 0; micro < grad_accum_; ++micro) {
-    if (p_.dp) p_.dp->begin_backward(micro + 1 == grad_accum_);
-    auto parts = batch_loss(p_.model, next_batch(), p_.device, p_.precision, loss_chunk_,
-                            p_.teacher, p_.kd, time_teacher && micro == 0 ? &teacher_ms_ : nullptr);
-    auto loss = parts.total;
-    if (fault_at("nan_at", step)) loss = loss * NAN;  // test hook
-    (loss / accum).backward();
-    auto part = loss.detach().to(at::kDouble) / accum;
-    loss_sum = micro == 0 ? part : loss_sum + part;
-    if (p_.teacher) {
-      auto c = parts.ce.to(at::kDouble) / accum, k = parts.kd.to(at::kDouble) / accum;
-      ce_sum = micro == 0 ? c : ce_sum + c;
-      kd_sum = micro == 0 ? k : kd_sum + k;
-    }
-  }
+  auto sums = forward_backward([&](int64_t) { return next_batch(); }, step, time_teacher);
+  at::Tensor loss_sum = sums.total, ce_sum = sums.ce, kd_sum = sums.kd;
   if (!p_.teacher) ce_sum = kd_sum = at::zeros({}, stat_opts);
   if (p_.dp) p_.dp->finish_gradients();
 
@@ -338,9 +349,7 @@ StepResult TrainStep::run_eager(const std::function<at::Tensor()>& next_batch, d
 
   // Global L2 norm of all gradients, clipped in place to grad_clip (> 0).
   std::vector<at::Tensor> grads;
-  for (const auto& p : params_)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  r.grad_norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2).item<double>();
+  r.grad_norm = global_grad_norm(params_, &grads).item<double>();
   r.applied = std::isfinite(r.grad_norm) && std::isfinite(r.loss);
   if (r.applied) {
     if (grad_clip_ > 0 && r.grad_norm > grad_clip_)

@@ -89,6 +89,12 @@ class TrainStep {
                        bool stop_requested, bool time_teacher);
   StepResult run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
                            bool stop_requested);
+  // The micro-batches' forward and backward (gradients accumulate); the mean losses, on the device.
+  struct MicroSums {
+    at::Tensor total, ce, kd;  // ce and kd only when distilling
+  };
+  MicroSums forward_backward(const std::function<at::Tensor(int64_t)>& batch, int64_t step,
+                             bool time_teacher);
   // Forward, backward, norm, clipping and update of the micro-batches, all on the device; returns
   // [loss, grad norm, found_inf] as a float64 tensor there.
   at::Tensor device_body(const std::vector<at::Tensor>& micro_batches, const at::Tensor& lr);

@@ -140,9 +140,9 @@ DirLock::DirLock(const fs::path& dir, std::string_view what) {
     fd_ = -1;
     const auto sp = holder.find(' ');
     fail_input(std::string(what) + " " + dir.string() + " is in use by another deepthin process" +
-               (sp == std::string::npos ? std::string()
-                                        : " (pid " + holder.substr(0, sp) + " on host " +
-                                              holder.substr(sp + 1) + ")") +
+               (sp == std::string::npos
+                    ? std::string()
+                    : " (pid " + holder.substr(0, sp) + " on host " + holder.substr(sp + 1) + ")") +
                "; wait for it to finish or stop it first");
   }
   char host[256] = {};
