@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include "data/prepare.h"
 #include "dist/launch.h"
@@ -121,7 +122,8 @@ struct RankResult {
 
 struct Launch {
   std::vector<RankResult> ranks;
-  double seconds = 0;  // until rank 0 exited
+  double seconds = 0;          // until rank 0 exited
+  std::vector<double> ended;   // when each rank exited (seconds since the epoch)
 };
 
 class DistTest : public ::testing::Test {
@@ -130,6 +132,10 @@ class DistTest : public ::testing::Test {
 #ifndef DEEPTHIN_GLOO
     GTEST_SKIP() << "built without gloo (libgloo-dev): no CPU multi-process backend";
 #endif
+    write_fixture();
+  }
+
+  void write_fixture() {
     write_token_dataset(tmp_.path(), 256, 120, 7);
     // Adam's first step is g / (|g| + eps) per element, which turns summation-order differences in
     // gradients near eps into visible weight differences: eps 1e-6 keeps that out of the
@@ -165,6 +171,11 @@ distributed: {timeout_s: 30, bucket_mb: 0.02}
                 DEEPTHIN_CLI + " train cfg.yaml " + args + " >out" + std::to_string(r) + " 2>err" +
                 std::to_string(r) + " &\n";
       script += "p" + std::to_string(r) + "=$!\n";
+      // When each rank ends, to the tenth of a second (a poller, since sh can wait only for its
+      // own children).
+      script += "( while kill -0 $p" + std::to_string(r) +
+                " 2>/dev/null; do sleep 0.1; done; date +%s.%N > end" + std::to_string(r) +
+                " ) &\n";
     }
     script += "wait $p0; echo $? > rc0\n";
     for (int r = 1; r < n; ++r) {
@@ -174,6 +185,7 @@ distributed: {timeout_s: 30, bucket_mb: 0.02}
       script +=
           "kill -9 " + p + " 2>/dev/null; wait " + p + "; echo $? > rc" + std::to_string(r) + "\n";
     }
+    script += "wait\n";
     write_text(tmp_ / "launch.sh", script);
     const auto t0 = std::chrono::steady_clock::now();
     std::system(("sh " + (tmp_ / "launch.sh").string()).c_str());
@@ -184,6 +196,7 @@ distributed: {timeout_s: 30, bucket_mb: 0.02}
       rr.status = std::stoi(read_text(tmp_ / ("rc" + std::to_string(r))));
       rr.err = read_text(tmp_ / ("err" + std::to_string(r)));
       out.ranks.push_back(rr);
+      out.ended.push_back(std::stod(read_text(tmp_ / ("end" + std::to_string(r)))));
     }
     return out;
   }
@@ -348,6 +361,37 @@ TEST_F(DistTest, AStalledRankMakesTheOthersFailAtTheTimeout) {
   EXPECT_NE(r.ranks[0].err.find("distributed.timeout_s = 4 s"), std::string::npos);
   EXPECT_GT(r.seconds, 3.5);
   EXPECT_LT(r.seconds, 30.0);
+}
+
+// The same on two CUDA devices through NCCL, where a collective on a dead peer spins on the GPU and
+// the survivor blocks in a device synchronisation: deepthin's guard must end it with deepthin's
+// message within distributed.timeout_s + 10 s of the death (torch alone took the timeout + 60 s).
+class NcclTest : public DistTest {
+ protected:
+  void SetUp() override {
+    if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
+    write_fixture();
+  }
+};
+
+TEST_F(NcclTest, ADeadRankEndsTheOthersWithinTheTimeout) {
+  const int timeout_s = 20;
+  auto r = launch(2,
+                  "--set run.name=dead --set train.max_steps=100000 --set train.device=cuda "
+                  "--set distributed.backend=nccl --set distributed.timeout_s=" +
+                      std::to_string(timeout_s),
+                  [](int rank) { return rank == 1 ? "DEEPTHIN_FAULT=exit_at:3" : ""; });
+  EXPECT_NE(r.ranks[1].err.find("killing rank 1 at step 3"), std::string::npos) << r.ranks[1].err;
+  EXPECT_EQ(r.ranks[0].status, 1) << r.ranks[0].err;
+  EXPECT_NE(r.ranks[0].err.find("rank 0 of 2: "), std::string::npos) << r.ranks[0].err;
+  EXPECT_NE(r.ranks[0].err.find("Another rank has probably died or stalled"), std::string::npos)
+      << r.ranks[0].err;
+  const double after = r.ended[0] - r.ended[1];
+  std::printf("rank 0 ended %.1f s after rank 1 died (timeout_s %d)\n", after, timeout_s);
+  std::istringstream lines(r.ranks[0].err);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("error") != std::string::npos) std::printf("rank 0: %s\n", line.c_str());
+  EXPECT_LT(after, timeout_s + 10.0) << r.ranks[0].err;
 }
 
 TEST_F(DistTest, RanksWithDifferentConfigsRefuseToTrain) {

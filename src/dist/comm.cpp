@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -77,6 +81,9 @@ std::shared_ptr<Comm> Comm::create(const LaunchEnv& env, const c10::Device& devi
   try {
     if (backend == B::nccl) {
 #ifdef DEEPTHIN_NCCL
+      // Torch's watchdog aborts the communicator on an error or timeout but leaves the process to
+      // deepthin's guard, which says what happened in deepthin's words (see comm.h).
+      setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", /*overwrite=*/0);
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = c->timeout_;
       auto pg =
@@ -84,6 +91,7 @@ std::shared_ptr<Comm> Comm::create(const LaunchEnv& env, const c10::Device& devi
       pg->eagerConnectSingleDevice(device);
       c->backend_ = pg;
       c->backend_name_ = "nccl";
+      c->start_guard();
 #else
       fail_input(
           "this build has no NCCL (torch without CUDA); distributed GPU training needs the "
@@ -122,6 +130,77 @@ void Comm::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& w
                  "distributed.timeout_s = " +
                  std::to_string(timeout_.count() / 1000) + " s; look at its output.");
   }
+  if (guard_.joinable()) {
+    std::lock_guard<std::mutex> lock(guard_mu_);
+    pending_.push_back({work, what, std::chrono::steady_clock::now()});
+  }
+}
+
+Comm::~Comm() {
+  if (!guard_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(guard_mu_);
+    guard_stop_ = true;
+  }
+  guard_cv_.notify_all();
+  guard_.join();
+}
+
+void Comm::start_guard() {
+  guard_ = std::thread([this] { guard_loop(); });
+}
+
+void Comm::guard_loop() {
+  using namespace std::chrono;
+  std::unique_lock<std::mutex> lock(guard_mu_);
+  while (!guard_stop_) {
+    guard_cv_.wait_for(lock, milliseconds(200));
+    // Oldest first: collectives on one stream finish in order, so the front is the one to watch.
+    while (!pending_.empty()) {
+      Pending p = pending_.front();
+      lock.unlock();
+      bool done = false;
+      std::string error;
+      try {
+        done = p.work->isCompleted();
+        if (done && p.work->exception()) std::rethrow_exception(p.work->exception());
+      } catch (const std::exception& e) {
+        auto* ce = dynamic_cast<const c10::Error*>(&e);
+        error = ce ? ce->what_without_backtrace() : e.what();
+        done = true;
+      }
+      if (!error.empty()) guard_fail(p, "failed: " + error);
+      if (!done && steady_clock::now() - p.since > timeout_)
+        guard_fail(p, "did not finish within distributed.timeout_s = " +
+                          std::to_string(timeout_.count() / 1000) + " s");
+      lock.lock();
+      if (!done) break;
+      pending_.pop_front();
+    }
+  }
+}
+
+void Comm::guard_fail(const Pending& p, const std::string& cause) {
+  // The main thread may be blocked in a device synchronisation behind this collective, so the
+  // guard ends the process itself: message first, then the communicator's abort (bounded: a
+  // helper thread does it and the guard waits at most 10 s), then exit status 1.
+  std::fprintf(stderr,
+               "deepthin: error: rank %d of %d: %s (%s) %s.\nAnother rank has probably died or "
+               "stalled; look at its output. Aborting the communicator and exiting.\n",
+               rank(), size(), p.what.c_str(), backend_name_.c_str(), cause.c_str());
+  std::fflush(stderr);
+  auto backend = backend_;
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread([backend, done] {
+    try {
+      backend->abort();
+    } catch (...) {
+    }
+    done->store(true);
+  }).detach();
+  for (int i = 0; i < 100 && !done->load(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::_Exit(1);
 }
 
 c10::intrusive_ptr<c10d::Work> Comm::allreduce_async(const at::Tensor& t, c10d::ReduceOp op) {

@@ -4,8 +4,13 @@
 //
 // Every wait goes through Comm::wait, which turns a backend failure — a peer that died, or one
 // that stalled past distributed.timeout_s — into a runtime error naming this rank, the operation
-// and the likely cause, so that no rank hangs. NCCL additionally runs torch's watchdog, which tears
-// the process down when a collective outlives the timeout.
+// and the likely cause, so that no rank hangs. NCCL's wait does not block the host (it orders the
+// stream), so on NCCL a guard thread watches every waited-for collective: when one reports an error
+// (a peer died and NCCL saw it) or is still unfinished after distributed.timeout_s, the guard
+// prints deepthin's message naming the rank and the operation, aborts the communicator (so no
+// kernel spins on a dead peer) and ends the process with exit status 1 — even while the main thread
+// is blocked in a device synchronisation. Torch's own watchdog only cleans up
+// (TORCH_NCCL_ASYNC_ERROR_HANDLING=2 unless the user set it).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,8 +19,12 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "config/train_config.h"
 #include "dist/launch.h"
@@ -26,6 +35,9 @@ class Comm {
  public:
   // A world of one: every collective is the identity.
   Comm() = default;
+  ~Comm();
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
   // Joins the job described by `env` (a world of one when env.world_size is 1). `device` picks the
   // backend: NCCL for CUDA, gloo for the CPU (or as configured).
   static std::shared_ptr<Comm> create(const LaunchEnv& env, const c10::Device& device,
@@ -66,6 +78,21 @@ class Comm {
   std::chrono::milliseconds timeout_{0};
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
+
+  // The NCCL guard (see the top of this file).
+  struct Pending {
+    c10::intrusive_ptr<c10d::Work> work;
+    std::string what;
+    std::chrono::steady_clock::time_point since;
+  };
+  void start_guard();
+  void guard_loop();
+  [[noreturn]] void guard_fail(const Pending& p, const std::string& cause);
+  std::mutex guard_mu_;
+  std::condition_variable guard_cv_;
+  std::deque<Pending> pending_;
+  bool guard_stop_ = false;
+  std::thread guard_;
 };
 
 }  // namespace deepthin::dist
