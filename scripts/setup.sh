@@ -12,7 +12,8 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 # 1. System packages. Missing ones are installed when we are root (or have sudo) and apt reaches its
 #    registry; otherwise we say what is missing and let CMake report precisely what it cannot find.
 APT_PKGS=(cmake ninja-build ccache g++ pkg-config libyaml-cpp-dev libspdlog-dev libgtest-dev
-          libsentencepiece-dev sentencepiece clang-format libgloo-dev)
+          libsentencepiece-dev sentencepiece clang-format libgloo-dev nlohmann-json3-dev
+          libssl-dev)
 # Sanitized builds (DEEPTHIN_SANITIZE) and the fuzz targets use clang and its sanitizer runtimes.
 [ -n "${DEEPTHIN_SANITIZE:-}${DEEPTHIN_FUZZ:-}" ] && APT_PKGS+=(clang libclang-rt-14-dev)
 missing=()

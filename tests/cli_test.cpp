@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 using namespace deepthin;
 using namespace deepthin::test;
@@ -19,12 +19,12 @@ TEST(ParamsCli, PresetTotalsAreThePapers) {
                      P{"mobilellm-350m-ls", 345355200, 64}}) {
     auto r = run_cli("params " + preset(p.name).string() + " --json");
     ASSERT_EQ(r.status, 0) << r.err;
-    auto j = Json::parse(r.out);
-    EXPECT_EQ(j.find("total")->as_int(), p.total) << p.name;
-    EXPECT_EQ(j.find("effective_layers")->as_int(), p.eff) << p.name;
+    auto j = json::parse(r.out);
+    EXPECT_EQ(json::as_int(*j.find("total")), p.total) << p.name;
+    EXPECT_EQ(json::as_int(*j.find("effective_layers")), p.eff) << p.name;
     for (const char* k : {"embedding", "non_embedding", "flops_per_token"})
       EXPECT_TRUE(j.contains(k)) << k;
-    EXPECT_EQ(j.find("embedding")->as_int() + j.find("non_embedding")->as_int(), p.total);
+    EXPECT_EQ(json::as_int(*j.find("embedding")) + json::as_int(*j.find("non_embedding")), p.total);
   }
 }
 
@@ -59,16 +59,16 @@ TEST(ScoreCli, ScoresAndSumsLogProbs) {
   write_text(tmp / "t.txt", "1 2 3 4\n\n5 6 7 8 9 10\n");
   auto r = run_cli("score " + (tmp / "m").string() + " --tokens " + (tmp / "t.txt").string());
   ASSERT_EQ(r.status, 0) << r.err;
-  auto seqs = Json::parse(r.out).find("sequences")->as_array();
+  auto seqs = json::as_array(*json::parse(r.out).find("sequences"));
   ASSERT_EQ(seqs.size(), 2u);
   EXPECT_EQ(seqs[0].find("logprobs")->size(), 3u);
   EXPECT_EQ(seqs[1].find("logprobs")->size(), 5u);
   double sum = 0;
-  for (const auto& v : seqs[1].find("logprobs")->as_array()) {
-    EXPECT_LT(v.as_double(), 0.0);
-    sum += v.as_double();
+  for (const auto& v : json::as_array(*seqs[1].find("logprobs"))) {
+    EXPECT_LT(json::as_double(v), 0.0);
+    sum += json::as_double(v);
   }
-  EXPECT_NEAR(seqs[1].find("sum")->as_double(), sum, 1e-9);
+  EXPECT_NEAR(json::as_double(*seqs[1].find("sum")), sum, 1e-9);
 }
 
 TEST(ScoreCli, BadTokenFilesExitTwoWithLine) {
@@ -104,11 +104,11 @@ TEST(BenchCli, ReportsEveryPartOfAStep) {
       "train: {micro_batch_size: 2, device: cpu}\n");
   auto r = run_cli("bench " + cfg.string() + " --steps 1 --warmup 0");
   ASSERT_EQ(r.status, 0) << r.err;
-  auto j = Json::parse(r.out);
+  auto j = json::parse(r.out);
   for (const char* k : {"forward_ms", "forward_backward_ms", "loss_fwd_bwd_ms", "optimizer_ms",
                         "step_ms", "tokens_per_s"})
-    EXPECT_TRUE(j.contains(k) && j.find(k)->as_double() > 0) << k;
-  EXPECT_EQ(j.find("seq_len")->as_int(), 16);  // train.seq_len 0 means model.max_seq_len
+    EXPECT_TRUE(j.contains(k) && json::as_double(*j.find(k)) > 0) << k;
+  EXPECT_EQ(json::as_int(*j.find("seq_len")), 16);  // train.seq_len 0 means model.max_seq_len
 }
 
 TEST(HelpCli, EverySubcommandPrintsUsageAndExitsZero) {

@@ -15,7 +15,7 @@
 #include "data/tokenizer.h"
 #include "test_util.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 using namespace deepthin;
@@ -50,7 +50,7 @@ fs::path write_jsonl(const fs::path& path, const std::vector<std::string>& docs)
     Json j = Json::object();
     j["text"] = d;
     j["source"] = "test";
-    text += j.dump() + "\n";
+    text += json::dump(j) + "\n";
   }
   return write_text(path, text);
 }
@@ -232,7 +232,7 @@ TEST_F(DataTest, RestoredStateReproducesTheNext100Batches) {
   data::LoaderOptions lo{4, 128, 1, 2, 9, true, 3};
   data::Loader a(ds, lo);
   for (int i = 0; i < 37; ++i) a.next();
-  auto saved = data::LoaderState::from_json(Json::parse(a.state().to_json().dump()), "state");
+  auto saved = data::LoaderState::from_json(json::parse(json::dump(a.state().to_json())), "state");
   std::vector<at::Tensor> expected;
   for (int i = 0; i < 100; ++i) expected.push_back(a.next().tokens);  // crosses an epoch boundary
   EXPECT_GT(a.epoch(), 0);

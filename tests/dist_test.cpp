@@ -14,7 +14,7 @@
 #include "export/safetensors.h"
 #include "test_util.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/net.h"
 
 using namespace deepthin;
@@ -269,12 +269,12 @@ TEST_P(DistEquivalence, NRanksAtBatchBEqualOneProcessAtNB) {
       compare(ckpt("one", 4) / "optimizer.safetensors", ckpt("dp", 4) / "optimizer.safetensors");
   EXPECT_LT(o_rel, 1e-3) << "optimizer state, relative to each tensor's largest value";
   // Same number of tokens, and losses within rounding.
-  auto state_one = Json::parse(read_text(ckpt("one", 4) / "trainer_state.json"));
-  auto state_dp = Json::parse(read_text(ckpt("dp", 4) / "trainer_state.json"));
-  EXPECT_EQ(state_one.at("tokens", "test").as_int(), state_dp.at("tokens", "test").as_int());
-  EXPECT_EQ(state_dp.at("tokens", "test").as_int(), 4 * 2 * c.world * c.accum * 32);
-  auto j_one = Json::parse(one.out), j_dp = Json::parse(read_text(tmp_ / "out0"));
-  EXPECT_NEAR(j_one.at("final_loss", "test").as_double(), j_dp.at("final_loss", "test").as_double(),
+  auto state_one = json::parse(read_text(ckpt("one", 4) / "trainer_state.json"));
+  auto state_dp = json::parse(read_text(ckpt("dp", 4) / "trainer_state.json"));
+  EXPECT_EQ(json::as_int(json::at(state_one, "tokens", "test")), json::as_int(json::at(state_dp, "tokens", "test")));
+  EXPECT_EQ(json::as_int(json::at(state_dp, "tokens", "test")), 4 * 2 * c.world * c.accum * 32);
+  auto j_one = json::parse(one.out), j_dp = json::parse(read_text(tmp_ / "out0"));
+  EXPECT_NEAR(json::as_double(json::at(j_one, "final_loss", "test")), json::as_double(json::at(j_dp, "final_loss", "test")),
               1e-5);
   // Only rank 0 reports and writes.
   EXPECT_TRUE(read_text(tmp_ / "out1").empty());

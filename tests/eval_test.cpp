@@ -15,7 +15,7 @@
 #include "model/quant_sim.h"
 #include "test_util.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 using namespace deepthin;
 namespace fs = std::filesystem;
@@ -227,8 +227,8 @@ TEST(EvalCli, BadInputAndLongContexts) {
   EXPECT_NE(r.err.find("--truncate-left"), std::string::npos) << r.err;
   r = test::run_cli(base + " --tasks boolq --truncate-left --json " + (tmp / "out.json").string());
   EXPECT_EQ(r.status, 0) << r.err;
-  auto j = Json::parse(test::read_text(tmp / "out.json"));
-  EXPECT_EQ(j.at("tasks", "t").at("boolq", "t").at("n", "t").as_int(), 2);
+  auto j = json::parse(test::read_text(tmp / "out.json"));
+  EXPECT_EQ(json::as_int(json::at(json::at(json::at(j, "tasks", "t"), "boolq", "t"), "n", "t")), 2);
   r = test::run_cli(base + " --tasks boolq,mmlu");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("unknown task 'mmlu'"), std::string::npos) << r.err;

@@ -12,7 +12,7 @@
 #include "export/safetensors.h"
 #include "test_util.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 using namespace deepthin;
 using namespace deepthin::test;
@@ -50,8 +50,8 @@ TEST(Safetensors, HeaderIsValidJsonAndDataIsAligned) {
   for (int i = 0; i < 8; ++i)
     n |= static_cast<uint64_t>(static_cast<unsigned char>(raw[i])) << (8 * i);
   EXPECT_EQ((8 + n) % 8, 0u);
-  auto header = Json::parse(raw.substr(8, n));
-  EXPECT_EQ(header.find("x")->find("dtype")->as_string(), "F32");
+  auto header = json::parse(raw.substr(8, n));
+  EXPECT_EQ(json::as_string(*header.find("x")->find("dtype")), "F32");
   EXPECT_EQ(raw.size(), 8 + n + 12);
 }
 
@@ -95,9 +95,9 @@ TEST(ModelDir, SaveLoadRoundTripIsExact) {
   auto a = m->named_parameters(), b = loaded.model->named_parameters();
   ASSERT_EQ(a.size(), b.size());
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
-  auto hf = Json::parse(read_text(tmp / "m" / "config.json"));
-  EXPECT_EQ(hf.find("model_type")->as_string(), "deepthin");  // shared: Llama tools must refuse it
-  EXPECT_EQ(hf.find("num_hidden_layers")->as_int(), 2);
+  auto hf = json::parse(read_text(tmp / "m" / "config.json"));
+  EXPECT_EQ(json::as_string(*hf.find("model_type")), "deepthin");  // shared: Llama tools must refuse it
+  EXPECT_EQ(json::as_int(*hf.find("num_hidden_layers")), 2);
 }
 
 TEST(ModelDir, ExpandedDirectoryIsPlainLlama) {
@@ -108,10 +108,10 @@ TEST(ModelDir, ExpandedDirectoryIsPlainLlama) {
       "t");
   model::Decoder m(cfg.model);
   exports::save_model_files(tmp / "m", m, cfg, {.expand_shared = true});
-  auto hf = Json::parse(read_text(tmp / "m" / "config.json"));
-  EXPECT_EQ(hf.find("model_type")->as_string(), "llama");
-  EXPECT_EQ(hf.find("num_hidden_layers")->as_int(), 4);
-  EXPECT_TRUE(hf.find("tie_word_embeddings")->as_bool());
+  auto hf = json::parse(read_text(tmp / "m" / "config.json"));
+  EXPECT_EQ(json::as_string(*hf.find("model_type")), "llama");
+  EXPECT_EQ(json::as_int(*hf.find("num_hidden_layers")), 4);
+  EXPECT_TRUE(json::as_bool(*hf.find("tie_word_embeddings")));
   auto st = exports::load_safetensors(tmp / "m" / "model.safetensors");
   bool has_head = false;
   for (const auto& [n, t] : st.tensors) has_head = has_head || n == "lm_head.weight";
@@ -165,10 +165,10 @@ TEST(ModelDir, MismatchedWeightsAreClearErrors) {
 }
 
 TEST(ModelDir, HfConfigErrors) {
-  auto j = Json::parse(R"({"model_type": "gpt2", "vocab_size": 10})");
+  auto j = json::parse(R"({"model_type": "gpt2", "vocab_size": 10})");
   auto msg = input_error([&] { exports::model_config_from_hf(j, "c.json"); });
   EXPECT_NE(msg.find("c.json: model_type 'gpt2' is not supported"), std::string::npos) << msg;
-  j = Json::parse(
+  j = json::parse(
       R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
                       "num_attention_heads": 2, "intermediate_size": 16, "rope_scaling": {"type": "linear"}})");
   msg = input_error([&] { exports::model_config_from_hf(j, "c.json"); });
@@ -254,8 +254,8 @@ TEST(Gguf, HeaderAndCounts) {
   EXPECT_EQ(tensors, 1u + 2u * 9u + 1u);  // embedding, 2 blocks of 9, final norm (tied head)
   EXPECT_EQ(keys, 26u);
   EXPECT_EQ(bytes.substr(32, key_len), "general.architecture");
-  auto j = Json::parse(r.out);
-  EXPECT_EQ(j.at("bytes", "export").as_int(), static_cast<int64_t>(bytes.size()));
+  auto j = json::parse(r.out);
+  EXPECT_EQ(json::as_int(json::at(j, "bytes", "export")), static_cast<int64_t>(bytes.size()));
   EXPECT_EQ(bytes.size() % 32, 0u);  // the last tensor is padded to the alignment
 }
 

@@ -7,7 +7,7 @@
 #include "data/prepare.h"
 #include "test_util.h"
 #include "train/kd.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 using namespace deepthin;
@@ -165,11 +165,11 @@ TEST_F(KdTrainTest, RatioZeroIsPlainTrainingBitForBit) {
   EXPECT_NE(weights("plain"), weights("kd"));
   EXPECT_NE(kd.err.find("distillation: teacher"), std::string::npos) << kd.err;
   auto lines = split(read_text(tmp_ / "runs/kd/metrics.jsonl"), '\n');
-  auto j = Json::parse(lines.front());
-  ASSERT_TRUE(j.find("ce") && j.find("kd") && j.find("teacher_ms")) << lines.front();
+  auto j = json::parse(lines.front());
+  ASSERT_TRUE(json::find(j, "ce") && json::find(j, "kd") && json::find(j, "teacher_ms")) << lines.front();
   // The logged loss is the mix of its parts.
-  EXPECT_NEAR(j.at("loss", "t").as_double(),
-              0.5 * j.at("ce", "t").as_double() + 0.5 * j.at("kd", "t").as_double(), 1e-6);
+  EXPECT_NEAR(json::as_double(json::at(j, "loss", "t")),
+              0.5 * json::as_double(json::at(j, "ce", "t")) + 0.5 * json::as_double(json::at(j, "kd", "t")), 1e-6);
 }
 
 TEST_F(KdTrainTest, VocabularyMismatchIsAnErrorBeforeAnyStep) {

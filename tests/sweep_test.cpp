@@ -10,7 +10,7 @@
 #include "sweep/experiment.h"
 #include "test_util.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 using namespace deepthin;
@@ -107,7 +107,7 @@ zip:
   }
   fs::path run(const std::string& name) { return tmp_ / "runs" / "exp" / name; }
   std::string status(const std::string& name) {
-    return Json::parse(read_text(run(name) / "sweep_status.json")).at("status", "t").as_string();
+    return json::as_string(json::at(json::parse(read_text(run(name) / "sweep_status.json")), "status", "t"));
   }
   TempDir tmp_;
 };
@@ -139,13 +139,13 @@ grid:
   // The dry run as JSON.
   auto r = run_cli("sweep " + (tmp_ / "grid.yaml").string() + " --dry-run --json");
   ASSERT_EQ(r.status, 0) << r.err;
-  auto list = Json::parse(r.out);
-  ASSERT_EQ(list.as_array().size(), 24u);
-  const auto& j = list.as_array()[23];
-  EXPECT_EQ(j.at("n_layers", "t").as_int(), 3);
-  EXPECT_EQ(j.at("dim", "t").as_int(), 32);
-  EXPECT_EQ(j.at("params", "t").as_int(), model::count_params(last.config.model).total);
-  EXPECT_EQ(j.at("tokens", "t").as_int(), 4 * 2 * 16);
+  auto list = json::parse(r.out);
+  ASSERT_EQ(json::as_array(list).size(), 24u);
+  const auto& j = json::as_array(list)[23];
+  EXPECT_EQ(json::as_int(json::at(j, "n_layers", "t")), 3);
+  EXPECT_EQ(json::as_int(json::at(j, "dim", "t")), 32);
+  EXPECT_EQ(json::as_int(json::at(j, "params", "t")), model::count_params(last.config.model).total);
+  EXPECT_EQ(json::as_int(json::at(j, "tokens", "t")), 4 * 2 * 16);
   auto table = run_cli("sweep " + (tmp_ / "grid.yaml").string() + " --dry-run");
   EXPECT_NE(table.out.find("optimizer.lr=2.0e-3"), std::string::npos) << table.out;
 }
@@ -223,7 +223,7 @@ TEST_F(SweepTest, FailuresAreRecordedThenResumedThenSkippedAndReported) {
   double val = NAN;
   for (const auto& line : split(read_text(run("shared_s1234") / "metrics.jsonl"), '\n'))
     if (line.find("\"eval\"") != std::string::npos)
-      val = Json::parse(line).at("val_loss", "t").as_double();
+      val = json::as_double(json::at(json::parse(line), "val_loss", "t"));
   bool found = false;
   for (const auto& line : csv) {
     if (line.rfind("shared_s1234,", 0) != 0) continue;
@@ -250,9 +250,11 @@ TEST_F(SweepTest, FailuresAreRecordedThenResumedThenSkippedAndReported) {
                         "zs_piqa_acc_norm"),
             std::string::npos)
       << csv[0];
-  for (const auto& line : csv)
-    if (line.rfind("shared_s1234,", 0) == 0)
+  for (const auto& line : csv) {
+    if (line.rfind("shared_s1234,", 0) == 0) {
       EXPECT_NE(line.find(",0.4375,0.6250,0.2500,0.7500,0.6250,0.5000"), std::string::npos) << line;
+    }
+  }
   md = read_text(tmp_ / "runs/exp/results.md");
   EXPECT_NE(md.find("## Zero-shot accuracy"), std::string::npos) << md;
   EXPECT_NE(md.find("| shared | 0.6250 | 0.4375 | 0.7500 | 0.5000 |"), std::string::npos) << md;

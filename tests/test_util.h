@@ -19,7 +19,7 @@
 #include "data/prepare.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::test {
 
@@ -115,7 +115,7 @@ inline fs::path write_token_dataset(const fs::path& dir, int vocab, int docs, ui
     }
     Json j = Json::object();
     j["token_ids"] = ids;
-    jsonl += j.dump() + "\n";
+    jsonl += json::dump(j) + "\n";
   }
   write_text(dir / "tokens.jsonl", jsonl);
   data::PrepareOptions p;

@@ -16,7 +16,7 @@
 #include "eval/generate.h"
 #include "model/decoder.h"
 #include "test_util.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 using namespace deepthin;
 using namespace deepthin::test;
@@ -38,7 +38,7 @@ class TrainerTest : public ::testing::Test {
             std::string(words[(x = x * 1664525u + 1013904223u) >> 28 ? (x >> 27) % 19 : 0]) + " ";
       Json j = Json::object();
       j["text"] = doc;
-      text += j.dump() + "\n";
+      text += json::dump(j) + "\n";
     }
     write_text(tmp_ / "corpus.jsonl", text);
     data::TokenizerTrainOptions t;
@@ -87,9 +87,9 @@ log: {every: 1}
     std::istringstream in(read_text(run(name) / "metrics.jsonl"));
     std::string line;
     while (std::getline(in, line)) {
-      auto j = Json::parse(line);
-      if (j.find("type")->as_string() == "train")
-        out[j.find("step")->as_int()] = j.find("loss")->dump();
+      auto j = json::parse(line);
+      if (json::as_string(*j.find("type")) == "train")
+        out[json::as_int(*j.find("step"))] = json::dump(*j.find("loss"));
     }
     return out;
   }
@@ -102,10 +102,10 @@ log: {every: 1}
 TEST_F(TrainerTest, TrainsAndWritesTheRunDirectory) {
   auto r = train("a");
   ASSERT_EQ(r.status, 0) << r.err;
-  auto summary = Json::parse(r.out);
-  EXPECT_EQ(summary.find("steps")->as_int(), 8);
-  EXPECT_EQ(summary.find("tokens")->as_int(), 8 * 4 * 2 * 32);
-  EXPECT_LT(summary.find("val_loss")->as_double(), std::log(300.0));  // learned something
+  auto summary = json::parse(r.out);
+  EXPECT_EQ(json::as_int(*summary.find("steps")), 8);
+  EXPECT_EQ(json::as_int(*summary.find("tokens")), 8 * 4 * 2 * 32);
+  EXPECT_LT(json::as_double(*summary.find("val_loss")), std::log(300.0));  // learned something
   for (const char* f : {"config.yaml", "train.log", "metrics.jsonl"})
     EXPECT_TRUE(fs::exists(run("a") / f)) << f;
   EXPECT_FALSE(fs::is_empty(run("a") / "tensorboard"));
@@ -131,7 +131,7 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
   ASSERT_EQ(train("straight").status, 0);
   auto half = train("split", "--until-step 4");
   ASSERT_EQ(half.status, 0) << half.err;
-  EXPECT_TRUE(Json::parse(half.out).find("interrupted")->as_bool());
+  EXPECT_TRUE(json::as_bool(*json::parse(half.out).find("interrupted")));
   auto rest = run_cli("train --resume " + run("split").string());
   ASSERT_EQ(rest.status, 0) << rest.err;
   EXPECT_EQ(losses("straight"), losses("split"));

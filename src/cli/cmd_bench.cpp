@@ -30,7 +30,7 @@ int run_bench(const Argv& argv) {
   o.warmup = args.get_int("warmup", 3, 0, 1000000);
   o.profile_steps = args.get_int("profile", 0, 0, 1000);
   o.step_only = args.has("step-only");
-  std::printf("%s\n", train::bench_step(cfg, o).dump(2).c_str());
+  std::printf("%s\n", json::dump(train::bench_step(cfg, o), 2).c_str());
   return 0;
 }
 

@@ -18,7 +18,7 @@
 #include "train/precision.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
 #include "util/strings.h"
 
@@ -227,7 +227,7 @@ int run_eval(const Argv& argv) {
          (quant == model::QuantSim::none ? "" : std::string("-") + model::quant_sim_name(quant)) +
          ".json");
   }
-  const std::string text = out.dump(1) + "\n";
+  const std::string text = json::dump(out, 1) + "\n";
   if (args.has("json")) write_file_atomic(args.get("json"), text);
   if (is_run) write_file_atomic(default_json, text);
   return 0;

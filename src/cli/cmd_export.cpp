@@ -13,7 +13,7 @@
 #include "export/model_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::cli {
 
@@ -145,7 +145,7 @@ int run_export(const Argv& argv) {
     report["exporter"] = exports::write_executorch(out, dir, m, o);
     if (fs::exists(out, ec)) report["bytes"] = static_cast<int64_t>(fs::file_size(out));
   }
-  std::printf("%s\n", report.dump(2).c_str());
+  std::printf("%s\n", json::dump(report, 2).c_str());
   return 0;
 }
 

@@ -9,7 +9,7 @@
 #include "export/model_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
 
 namespace deepthin::cli {
@@ -78,7 +78,7 @@ int run_generate(const Argv& argv) {
     j["prompt_ids"] = std::move(p);
     j["ids"] = std::move(g);
     j["text"] = tok.decode(all);
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", json::dump(j).c_str());
     return 0;
   }
   std::printf("%s\n", tok.decode(all).c_str());

@@ -6,7 +6,7 @@
 #include "config/config.h"
 #include "model/param_count.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 namespace deepthin::cli {
@@ -50,7 +50,7 @@ int run_params(const Argv& argv) {
     j["seq_len"] = seq_len;
     j["flops_per_token"] = flops;
     j["flops_convention"] = kFlopsConvention;
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", json::dump(j, 2).c_str());
     return 0;
   }
   auto row = [](const char* name, int64_t v, const std::string& note = "") {

@@ -6,7 +6,7 @@
 #include "eval/score.h"
 #include "export/model_dir.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::cli {
 
@@ -44,7 +44,7 @@ int run_score(const Argv& argv) {
     seqs.push_back(std::move(j));
   }
   out["sequences"] = std::move(seqs);
-  std::printf("%s\n", out.dump(1).c_str());
+  std::printf("%s\n", json::dump(out, 1).c_str());
   return 0;
 }
 

@@ -10,7 +10,7 @@
 #include "sweep/report.h"
 #include "sweep/runner.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 namespace deepthin::cli {
@@ -103,11 +103,11 @@ int run_sweep(const Argv& argv) {
       list.push_back(j);
     }
     if (args.has("json")) {
-      std::printf("%s\n", list.dump(2).c_str());
+      std::printf("%s\n", json::dump(list, 2).c_str());
       return 0;
     }
     std::printf("experiment %s (%s): %zu runs\n", e.name.c_str(), e.file.string().c_str(),
-                list.as_array().size());
+                json::as_array(list).size());
     if (!e.description.empty()) std::printf("%s\n", e.description.c_str());
     std::vector<size_t> width(table[0].size(), 0);
     for (const auto& row : table)

@@ -7,7 +7,7 @@
 #include "config/config.h"
 #include "train/trainer.h"
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::cli {
 
@@ -71,7 +71,7 @@ int run_train(const Argv& argv) {
   j["final_loss"] = r.final_loss;
   j["val_loss"] = r.val_loss;
   j["interrupted"] = r.interrupted;
-  std::printf("%s\n", j.dump().c_str());
+  std::printf("%s\n", json::dump(j).c_str());
   return 0;
 }
 

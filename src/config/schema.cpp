@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "util/error.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/strings.h"
 
 namespace deepthin::config {
@@ -46,7 +46,7 @@ std::string join_path(const std::string& prefix, std::string_view key) {
 }
 
 std::string fmt_real(double d) {
-  std::string s = format_double(d);
+  std::string s = json::format_double(d);
   if (s.size() > 2 && s.substr(s.size() - 2) == ".0") s.resize(s.size() - 2);
   return s;
 }

@@ -51,8 +51,8 @@ Json LoaderState::to_json() const {
 
 LoaderState LoaderState::from_json(const Json& j, const std::string& where) {
   LoaderState s;
-  s.seed = static_cast<uint64_t>(j.at("seed", where).as_int(where + ": seed"));
-  s.cursor = j.at("cursor", where).as_int(where + ": cursor");
+  s.seed = static_cast<uint64_t>(json::as_int(json::at(j, "seed", where), where + ": seed"));
+  s.cursor = json::as_int(json::at(j, "cursor", where), where + ": cursor");
   if (s.cursor < 0) fail_input(where + ": negative loader cursor");
   return s;
 }

@@ -23,7 +23,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "data/shard.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::data {
 

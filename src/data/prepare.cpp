@@ -11,9 +11,8 @@
 #include "data/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
-#include "util/sha256.h"
 #include "util/strings.h"
 
 namespace deepthin::data {
@@ -95,7 +94,7 @@ class SplitWriter {
   int64_t shard_tokens_;
   int bytes_;
   std::vector<uint32_t> buf_;
-  Json::Array shards_;
+  Json shards_ = Json::array();
   int64_t total_ = 0, documents_ = 0, docs_in_shard_ = 0;
 };
 
@@ -208,7 +207,7 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
     if (batch_bytes >= (4u << 20) || batch.size() >= 4096) process();
   };
 
-  Json::Array sources;
+  Json sources = Json::array();
   for (const auto& f : files) {
     const int64_t fsize = static_cast<int64_t>(std::filesystem::file_size(f));
     Json src = Json::object();
@@ -232,17 +231,17 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
       const std::string where = f.string() + ":" + std::to_string(lineno);
       Document d;
       try {
-        Json j = Json::parse(line, where);
+        Json j = json::parse(line, where);
         if (opts.format == InputFormat::jsonl) {
-          const Json* t = j.find(opts.text_field);
+          const Json* t = json::find(j, opts.text_field);
           if (!t) fail_input(where + ": no \"" + opts.text_field + "\" field (set --text-field)");
-          d.text = t->as_string(where + ": field \"" + opts.text_field + "\"");
+          d.text = json::as_string(*t, where + ": field \"" + opts.text_field + "\"");
           if (d.text.empty()) continue;
         } else {
-          const Json* ids = j.find("token_ids");
+          const Json* ids = json::find(j, "token_ids");
           if (!ids) fail_input(where + ": no \"token_ids\" field");
-          for (const auto& v : ids->as_array(where + ": token_ids")) {
-            int64_t id = v.as_int(where + ": token_ids");
+          for (const auto& v : json::as_array(*ids, where + ": token_ids")) {
+            int64_t id = json::as_int(v, where + ": token_ids");
             if (id < 0 || id >= vocab)
               fail_input(where + ": token id " + std::to_string(id) +
                          " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
@@ -288,7 +287,7 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   splits["val"] = val.manifest();
   m["splits"] = std::move(splits);
   if (!opts.command_line.empty()) m["command"] = opts.command_line;
-  write_file_atomic(out.path() / "manifest.json", m.dump(2) + "\n");
+  write_file_atomic(out.path() / "manifest.json", json::dump(m, 2) + "\n");
   out.commit();
 
   result.bytes_read = prog.bytes_read;

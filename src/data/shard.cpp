@@ -145,12 +145,12 @@ std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path,
       fail_input(path +
                  ": no manifest.json; not a prepared dataset (an interrupted `deepthin data "
                  "prepare` leaves none; run it again)");
-    ds->manifest_ = Json::parse(read_file(mpath, "manifest"), mpath.string());
-    const Json* splits = ds->manifest_.find("splits");
-    const Json* s = splits ? splits->find(split) : nullptr;
+    ds->manifest_ = json::parse(read_file(mpath, "manifest"), mpath.string());
+    const Json* splits = json::find(ds->manifest_, "splits");
+    const Json* s = splits ? json::find(*splits, split) : nullptr;
     if (!s) fail_input(mpath.string() + ": the dataset has no '" + split + "' split");
-    for (const auto& sh : s->at("shards", mpath.string()).as_array(mpath.string() + " shards")) {
-      auto f = std::filesystem::path(path) / sh.at("file", mpath.string()).as_string();
+    for (const auto& sh : json::as_array(json::at(*s, "shards", mpath.string()), mpath.string() + " shards")) {
+      auto f = std::filesystem::path(path) / json::as_string(json::at(sh, "file", mpath.string()));
       files.push_back(f);
     }
     ds->description_ = path + " [" + split + "]";
@@ -175,9 +175,9 @@ std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path,
   if (ds->total_tokens_ == 0) fail_input(ds->description_ + ": holds no tokens");
   // Token counts must agree with the manifest: a shard replaced by another run is caught here.
   if (!ds->manifest_.is_null()) {
-    const auto& arr = ds->manifest_.find("splits")->find(split)->find("shards")->as_array();
+    const auto& arr = json::as_array(*ds->manifest_.find("splits")->find(split)->find("shards"));
     for (size_t i = 0; i < arr.size(); ++i) {
-      int64_t want = arr[i].at("tokens", "manifest").as_int();
+      int64_t want = json::as_int(json::at(arr[i], "tokens", "manifest"));
       if (ds->shards_[i]->size() != want)
         fail_input(files[i].string() + ": holds " + std::to_string(ds->shards_[i]->size()) +
                    " tokens but the manifest says " + std::to_string(want));
@@ -205,7 +205,7 @@ void TokenDataset::read_window(int64_t w, int64_t seq_len, int64_t* out) const {
 }
 
 int64_t TokenDataset::max_token_id() const {
-  if (const Json* m = manifest_.find("max_token_id")) return m->as_int();
+  if (const Json* m = json::find(manifest_, "max_token_id")) return json::as_int(*m);
   int64_t mx = 0;
   for (const auto& s : shards_)
     for (int64_t i = 0; i < s->size(); ++i) mx = std::max<int64_t>(mx, s->at(i));
@@ -228,13 +228,13 @@ double TokenDataset::unigram_entropy() const {
 
 void TokenDataset::check_tokenizer(const std::string& tokenizer_sha256,
                                    const std::string& tokenizer_path) const {
-  const Json* t = manifest_.find("tokenizer");
-  const Json* sha = t ? t->find("sha256") : nullptr;
+  const Json* t = json::find(manifest_, "tokenizer");
+  const Json* sha = t ? json::find(*t, "sha256") : nullptr;
   if (!sha || !sha->is_string()) return;
-  if (sha->as_string() != tokenizer_sha256)
+  if (json::as_string(*sha) != tokenizer_sha256)
     fail_input("tokenizer " + tokenizer_path + " does not match the dataset " + description_ +
-               ": it was prepared with " + t->find("path")->as_string() + " (sha256 " +
-               sha->as_string().substr(0, 12) + "…), this one has sha256 " +
+               ": it was prepared with " + json::as_string(*t->find("path")) + " (sha256 " +
+               json::as_string(*sha).substr(0, 12) + "…), this one has sha256 " +
                tokenizer_sha256.substr(0, 12) + "…");
 }
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::data {
 

@@ -8,9 +8,8 @@
 
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
-#include "util/sha256.h"
 
 namespace deepthin::data {
 
@@ -178,10 +177,10 @@ class LineIterator : public sentencepiece::SentenceIterator {
       ++lineno_;
       if (jsonl_) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        Json j = Json::parse(line, files_[next_file_ - 1].string() + ":" + std::to_string(lineno_));
-        const Json* t = j.find(field_);
+        Json j = json::parse(line, files_[next_file_ - 1].string() + ":" + std::to_string(lineno_));
+        const Json* t = json::find(j, field_);
         if (!t || !t->is_string()) continue;
-        pending_ = t->as_string();
+        pending_ = json::as_string(*t);
       } else {
         pending_ = line;
       }

@@ -80,9 +80,9 @@ void DataParallel::broadcast_parameters() {
   }
 }
 
-std::vector<train::ParamSlice> DataParallel::optimizer_slices() const {
+std::vector<ParamSlice> DataParallel::optimizer_slices() const {
   // Registration order, as a single-process run has it.
-  std::vector<train::ParamSlice> out;
+  std::vector<ParamSlice> out;
   for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
     const int64_t lo = std::max(shard_begin_, it->offset);
     const int64_t hi = std::min(shard_end_, it->offset + it->numel);
@@ -151,13 +151,13 @@ void DataParallel::gather_parameters() {
                         "ZeRO-1 parameter all-gather");
 }
 
-exports::TensorList DataParallel::gather_optimizer_state(const train::AdamW& opt) {
-  if (!zero1_) return opt.state_tensors();
+exports::TensorList DataParallel::gather_moments(const at::Tensor& exp_avg,
+                                                 const at::Tensor& exp_avg_sq) {
   torch::NoGradGuard no_grad;
   exports::TensorList out;
   std::vector<std::pair<std::string, at::Tensor>> full;
-  for (auto [prefix, flat] : {std::pair{"exp_avg.", &opt.exp_avg_flat()},
-                              std::pair{"exp_avg_sq.", &opt.exp_avg_sq_flat()}}) {
+  for (auto [prefix, flat] :
+       {std::pair{"exp_avg.", &exp_avg}, std::pair{"exp_avg_sq.", &exp_avg_sq}}) {
     // This rank's moments cover [shard_begin, shard_end) in layout order; pad to the shard length.
     auto mine = at::zeros({shard_len_}, flat->options());
     // The optimizer keeps its slices in registration order; put each back at its layout offset.

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/param_slice.h"
 #include "export/safetensors.h"
-#include "train/optimizer.h"
 
 namespace deepthin::dist {
 
@@ -53,7 +53,7 @@ class DataParallel {
   // Rank 0's parameters to every rank.
   void broadcast_parameters();
   // The slices this rank's optimizer updates: everything, or its ZeRO-1 shard.
-  std::vector<train::ParamSlice> optimizer_slices() const;
+  std::vector<ParamSlice> optimizer_slices() const;
   // Before a micro-step's backward: whether its gradients are the last of the window (and so are
   // averaged as they are produced).
   void begin_backward(bool sync);
@@ -66,7 +66,9 @@ class DataParallel {
   // ZeRO-1, after the optimizer step: every rank gets every updated shard.
   void gather_parameters();
   // The full optimizer state (exp_avg.<name>, exp_avg_sq.<name>) on every rank, from the shards.
-  exports::TensorList gather_optimizer_state(const train::AdamW& opt);
+  // `exp_avg` and `exp_avg_sq` are this rank's flat moments, its slices in optimizer_slices()
+  // order.
+  exports::TensorList gather_moments(const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq);
 
   bool zero1() const { return zero1_; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

@@ -8,7 +8,7 @@
 #include "config/eval_tasks.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::eval {
 
@@ -20,35 +20,35 @@ struct Doc {
   std::string where;
 
   const Json& field(const std::string& key) const {
-    const Json* v = j.find(key);
+    const Json* v = json::find(j, key);
     if (!v) fail_input(where + ": missing field '" + key + "'");
     return *v;
   }
   std::string str(const std::string& key) const {
     const Json& v = field(key);
     if (!v.is_string()) fail_input(where + ": field '" + key + "' must be a string");
-    return v.as_string();
+    return json::as_string(v);
   }
   std::vector<std::string> strings(const Json& v, const std::string& key) const {
     if (!v.is_array() || v.size() == 0)
       fail_input(where + ": field '" + key + "' must be a non-empty list of strings");
     std::vector<std::string> out;
-    for (const auto& e : v.as_array()) {
+    for (const auto& e : json::as_array(v)) {
       if (!e.is_string()) fail_input(where + ": field '" + key + "' must hold strings");
-      out.push_back(e.as_string());
+      out.push_back(json::as_string(e));
     }
     return out;
   }
   // An integer label given as a number, a numeric string or a boolean (BoolQ dumps differ).
   int64_t integer(const std::string& key) const {
     const Json& v = field(key);
-    if (v.is_int()) return v.as_int();
-    if (v.is_bool()) return v.as_bool() ? 1 : 0;
+    if (v.is_number_integer()) return json::as_int(v);
+    if (v.is_boolean()) return json::as_bool(v) ? 1 : 0;
     if (v.is_string()) {
-      const std::string& s = v.as_string();
+      const std::string& s = json::as_string(v);
       if (!s.empty() && std::all_of(s.begin(), s.end(), ::isdigit)) return std::stoll(s);
     }
-    fail_input(where + ": field '" + key + "' must be an integer label, not " + v.dump());
+    fail_input(where + ": field '" + key + "' must be an integer label, not " + json::dump(v));
   }
   int gold_in(int64_t g, size_t n, const std::string& key) const {
     if (g < 0 || g >= static_cast<int64_t>(n))
@@ -74,8 +74,8 @@ McItem shared_context(const std::string& context, const std::vector<std::string>
 McItem lettered(const Doc& d, const std::string& context, bool strip_key) {
   const Json& choices = d.field("choices");
   if (!choices.is_object()) fail_input(d.where + ": field 'choices' must be {text, label}");
-  auto text = d.strings(choices.at("text", d.where), "choices.text");
-  auto labels = d.strings(choices.at("label", d.where), "choices.label");
+  auto text = d.strings(json::at(choices, "text", d.where), "choices.text");
+  auto labels = d.strings(json::at(choices, "label", d.where), "choices.label");
   if (labels.size() != text.size())
     fail_input(d.where + ": choices.text and choices.label differ in length");
   std::string key = d.str("answerKey");
@@ -201,7 +201,7 @@ Task load_task(const std::string& name, const std::filesystem::path& dir, int64_
     const std::string where = t.file.string() + ":" + std::to_string(lineno);
     Json j;
     try {
-      j = Json::parse(line, where);
+      j = json::parse(line, where);
     } catch (const Error& e) {
       fail_input(std::string(e.what()));
     }

@@ -20,7 +20,7 @@
 #include "eval/tasks.h"
 #include "model/decoder.h"
 #include "train/precision.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::eval {
 

@@ -68,7 +68,7 @@ Json write_executorch(const std::filesystem::path& out, const std::filesystem::p
   Json report = Json::object();
   try {
     const auto last = r.out.find_last_of('\n', r.out.size() > 1 ? r.out.size() - 2 : 0);
-    report = Json::parse(r.out.substr(last == std::string::npos ? 0 : last + 1));
+    report = json::parse(r.out.substr(last == std::string::npos ? 0 : last + 1));
   } catch (const std::exception&) {
     report["exporter_output"] = r.out;
   }

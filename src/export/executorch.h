@@ -9,7 +9,7 @@
 #include <string>
 
 #include "config/model_config.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::exports {
 

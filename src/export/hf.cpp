@@ -3,7 +3,7 @@
 #include "data/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::exports {
 
@@ -29,10 +29,10 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
   so.dtype = opts.dtype;
   save_model_files(dir.path(), model.model, model.config, so);
   if (opts.dtype == at::kBFloat16) {  // what transformers' dtype="auto" reads
-    Json cfg = Json::parse(read_file(dir.path() / "config.json", "config.json"));
+    Json cfg = json::parse(read_file(dir.path() / "config.json", "config.json"));
     cfg["torch_dtype"] = "bfloat16";
     cfg["dtype"] = "bfloat16";
-    write_file_atomic(dir.path() / "config.json", cfg.dump(2) + "\n");
+    write_file_atomic(dir.path() / "config.json", json::dump(cfg, 2) + "\n");
   }
 
   int64_t bos = 1, eos = 2;
@@ -45,7 +45,7 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
     special["bos_token"] = tok.piece(tok.bos_id());
     special["eos_token"] = tok.piece(tok.eos_id());
     special["unk_token"] = tok.piece(tok.unk_id());
-    write_file_atomic(dir.path() / "special_tokens_map.json", special.dump(2) + "\n");
+    write_file_atomic(dir.path() / "special_tokens_map.json", json::dump(special, 2) + "\n");
     Json tc = special;
     tc["tokenizer_class"] = "LlamaTokenizer";
     tc["add_bos_token"] = true;
@@ -54,14 +54,14 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
     tc["legacy"] = false;
     tc["model_max_length"] = m.max_seq_len;
     tc["clean_up_tokenization_spaces"] = false;
-    write_file_atomic(dir.path() / "tokenizer_config.json", tc.dump(2) + "\n");
+    write_file_atomic(dir.path() / "tokenizer_config.json", json::dump(tc, 2) + "\n");
   }
   Json gen = Json::object();
   gen["bos_token_id"] = bos;
   gen["eos_token_id"] = eos;
   gen["max_length"] = m.max_seq_len;
   gen["do_sample"] = false;
-  write_file_atomic(dir.path() / "generation_config.json", gen.dump(2) + "\n");
+  write_file_atomic(dir.path() / "generation_config.json", json::dump(gen, 2) + "\n");
   dir.commit();
 }
 

@@ -59,7 +59,7 @@ Json hf_config_json(const config::ModelConfig& m) {
   const bool shared = m.layer_sharing.repeats > 1;
   const bool llama = is_llama_compatible(m) && !shared;
   Json j = Json::object();
-  j["architectures"] = Json(Json::Array{Json(llama ? "LlamaForCausalLM" : "DeepthinForCausalLM")});
+  j["architectures"] = Json::array({llama ? "LlamaForCausalLM" : "DeepthinForCausalLM"});
   j["model_type"] = llama ? "llama" : "deepthin";
   j["vocab_size"] = m.vocab_size;
   j["hidden_size"] = m.dim;
@@ -102,17 +102,17 @@ Json hf_config_json(const config::ModelConfig& m) {
 config::ModelConfig model_config_from_hf(const Json& j, const std::string& where) {
   if (!j.is_object()) fail_input(where + ": expected a JSON object");
   auto str = [&](const char* k, const char* def) {
-    const Json* v = j.find(k);
-    return v && !v->is_null() ? v->as_string(where + ": " + k) : std::string(def);
+    const Json* v = json::find(j, k);
+    return v && !v->is_null() ? json::as_string(*v, where + ": " + k) : std::string(def);
   };
-  auto integer = [&](const char* k) { return j.at(k, where).as_int(where + ": " + k); };
+  auto integer = [&](const char* k) { return json::as_int(json::at(j, k, where), where + ": " + k); };
   auto integer_or = [&](const char* k, int64_t def) {
-    const Json* v = j.find(k);
-    return v && !v->is_null() ? v->as_int(where + ": " + k) : def;
+    const Json* v = json::find(j, k);
+    return v && !v->is_null() ? json::as_int(*v, where + ": " + k) : def;
   };
   auto real_or = [&](const char* k, double def) {
-    const Json* v = j.find(k);
-    return v && !v->is_null() ? v->as_double(where + ": " + k) : def;
+    const Json* v = json::find(j, k);
+    return v && !v->is_null() ? json::as_double(*v, where + ": " + k) : def;
   };
   std::string type = str("model_type", "");
   if (type == "deepthin")
@@ -126,18 +126,18 @@ config::ModelConfig model_config_from_hf(const Json& j, const std::string& where
     fail_input(where + ": hidden_act '" + str("hidden_act", "") +
                "' is not supported; Llama uses silu");
   for (const char* k : {"attention_bias", "mlp_bias"})
-    if (const Json* v = j.find(k); v && v->is_bool() && v->as_bool())
+    if (const Json* v = json::find(j, k); v && v->is_boolean() && json::as_bool(*v))
       fail_input(where + ": " + k + " is true; deepthin models have no biases");
   double theta = real_or("rope_theta", 10000.0);
-  if (const Json* rp = j.find("rope_parameters"); rp && rp->is_object()) {
-    if (const Json* t = rp->find("rope_theta"))
-      theta = t->as_double(where + ": rope_parameters.rope_theta");
-    if (const Json* rt = rp->find("rope_type");
-        rt && rt->is_string() && rt->as_string() != "default")
-      fail_input(where + ": rope_type '" + rt->as_string() +
+  if (const Json* rp = json::find(j, "rope_parameters"); rp && rp->is_object()) {
+    if (const Json* t = json::find(*rp, "rope_theta"))
+      theta = json::as_double(*t, where + ": rope_parameters.rope_theta");
+    if (const Json* rt = json::find(*rp, "rope_type");
+        rt && rt->is_string() && json::as_string(*rt) != "default")
+      fail_input(where + ": rope_type '" + json::as_string(*rt) +
                  "' is not supported (only default RoPE)");
   }
-  if (const Json* rs = j.find("rope_scaling"); rs && !rs->is_null())
+  if (const Json* rs = json::find(j, "rope_scaling"); rs && !rs->is_null())
     fail_input(where + ": rope_scaling is set; deepthin supports only unscaled RoPE");
 
   config::ModelConfig m;
@@ -153,8 +153,8 @@ config::ModelConfig model_config_from_hf(const Json& j, const std::string& where
   m.norm.eps = real_or("rms_norm_eps", 1e-6);  // LlamaConfig's defaults where keys are absent
   m.rope.theta = theta;
   m.max_seq_len = integer_or("max_position_embeddings", 2048);
-  const Json* tie = j.find("tie_word_embeddings");
-  m.tie_embeddings = tie && tie->is_bool() ? tie->as_bool() : false;
+  const Json* tie = json::find(j, "tie_word_embeddings");
+  m.tie_embeddings = tie && tie->is_boolean() ? json::as_bool(*tie) : false;
   m.init.std = real_or("initializer_range", 0.02);
   return m;
 }
@@ -167,7 +167,7 @@ void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
   for (auto& [name, t] : model_tensors(m, opts.expand_shared))
     tensors.emplace_back(name, t.detach().to(at::kCPU, opts.dtype));
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-  write_file_atomic(dir / "config.json", hf_config_json(saved.model).dump(2) + "\n");
+  write_file_atomic(dir / "config.json", json::dump(hf_config_json(saved.model), 2) + "\n");
   write_file_atomic(dir / "deepthin.yaml", config::to_yaml(saved));
 }
 
@@ -211,7 +211,7 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
   } else if (std::filesystem::exists(dir / "config.json")) {
     std::string where = (dir / "config.json").string();
     out.config.model =
-        model_config_from_hf(Json::parse(read_file(dir / "config.json"), where), where);
+        model_config_from_hf(json::parse(read_file(dir / "config.json"), where), where);
     out.config = config::validated(out.config, where);
   } else {
     fail_input(dir.string() +
@@ -224,10 +224,10 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
     tensors = load_safetensors(dir / "model.safetensors").tensors;
   } else if (std::filesystem::exists(dir / "model.safetensors.index.json")) {
     std::string where = (dir / "model.safetensors.index.json").string();
-    Json index = Json::parse(read_file(dir / "model.safetensors.index.json"), where);
+    Json index = json::parse(read_file(dir / "model.safetensors.index.json"), where);
     std::set<std::string> files;
-    for (const auto& [name, file] : index.at("weight_map", where).as_object(where))
-      files.insert(file.as_string(where));
+    for (const auto& [name, file] : json::as_object(json::at(index, "weight_map", where), where).items())
+      files.insert(json::as_string(file, where));
     for (const auto& f : files)
       for (auto& t : load_safetensors(dir / f).tensors) tensors.push_back(std::move(t));
   } else {

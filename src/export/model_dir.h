@@ -16,7 +16,7 @@
 #include "config/config.h"
 #include "export/safetensors.h"
 #include "model/decoder.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::exports {
 

@@ -10,7 +10,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::exports {
 
@@ -89,13 +89,12 @@ void save_safetensors(const std::filesystem::path& path, const TensorList& tenso
     Json entry = Json::object();
     entry["dtype"] = safetensors_dtype(c.scalar_type());
     entry["shape"] = std::move(shape);
-    entry["data_offsets"] = Json(Json::Array{Json(static_cast<int64_t>(offset)),
-                                             Json(static_cast<int64_t>(offset + bytes))});
+    entry["data_offsets"] = Json::array({static_cast<int64_t>(offset), static_cast<int64_t>(offset + bytes)});
     header[name] = std::move(entry);
     offset += bytes;
     contiguous.push_back(std::move(c));
   }
-  std::string head = header.dump();
+  std::string head = json::dump(header);
   while ((8 + head.size()) % 8 != 0) head += ' ';  // keep the data 8-byte aligned
   std::string blob;
   blob.reserve(8 + head.size() + offset);
@@ -120,33 +119,33 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
   if (n > file.size() - 8 || n > (100u << 20))
     fail_input(where + ": header length " + std::to_string(n) + " does not fit the file's " +
                std::to_string(file.size()) + " bytes; not a safetensors file or truncated");
-  Json header = Json::parse(std::string_view(reinterpret_cast<const char*>(file.data()) + 8, n),
+  Json header = json::parse(std::string_view(reinterpret_cast<const char*>(file.data()) + 8, n),
                             where + " (header)");
   if (!header.is_object()) fail_input(where + ": header is not a JSON object");
   const size_t data_start = 8 + n;
   const size_t data_size = file.size() - data_start;
 
   SafetensorsFile out;
-  for (const auto& [name, entry] : header.as_object()) {
+  for (const auto& [name, entry] : json::as_object(header).items()) {
     if (name == "__metadata__") {
-      for (const auto& [k, v] : entry.as_object(where + ": __metadata__"))
-        out.metadata[k] = v.is_string() ? v.as_string() : v.dump();
+      for (const auto& [k, v] : json::as_object(entry, where + ": __metadata__").items())
+        out.metadata[k] = v.is_string() ? json::as_string(v) : json::dump(v);
       continue;
     }
     const std::string what = where + ": tensor '" + name + "'";
-    auto dtype = parse_dtype(entry.at("dtype", what).as_string(what + " dtype"), what);
+    auto dtype = parse_dtype(json::as_string(json::at(entry, "dtype", what), what + " dtype"), what);
     std::vector<int64_t> shape;
     int64_t numel = 1;
-    for (const auto& s : entry.at("shape", what).as_array(what + " shape")) {
-      int64_t d = s.as_int(what + " shape");
+    for (const auto& s : json::as_array(json::at(entry, "shape", what), what + " shape")) {
+      int64_t d = json::as_int(s, what + " shape");
       if (d < 0) fail_input(what + ": negative dimension in shape");
       shape.push_back(d);
       if (__builtin_mul_overflow(numel, d, &numel))
         fail_input(what + ": its shape holds more than 2^63 elements");
     }
-    const auto& offsets = entry.at("data_offsets", what).as_array(what + " data_offsets");
+    const auto& offsets = json::as_array(json::at(entry, "data_offsets", what), what + " data_offsets");
     if (offsets.size() != 2) fail_input(what + ": data_offsets must hold two numbers");
-    int64_t begin = offsets[0].as_int(what), end = offsets[1].as_int(what);
+    int64_t begin = json::as_int(offsets[0], what), end = json::as_int(offsets[1], what);
     int64_t expected = 0;
     if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(dtype)), &expected))
       fail_input(what + ": its shape holds more than 2^63 bytes");

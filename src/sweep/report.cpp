@@ -10,11 +10,10 @@
 #include <sstream>
 
 #include "config/config.h"
-#include "config/eval_tasks.h"
 #include "model/param_count.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
 #include "util/strings.h"
 
@@ -162,19 +161,19 @@ void read_metrics(const fs::path& dir, Row& r) {
     if (line.empty()) continue;
     Json j;
     try {
-      j = Json::parse(line);
+      j = json::parse(line);
     } catch (const std::exception&) {
       continue;  // a line cut by a crash
     }
-    const std::string type = j.at("type", "metrics").as_string();
+    const std::string type = json::as_string(json::at(j, "type", "metrics"));
     if (type == "train") {
-      r.tokens = j.at("tokens", "metrics").as_int();
-      r.train_loss = j.at("loss", "metrics").as_double();
-      tps.push_back(j.at("tokens_per_s", "metrics").as_double());
+      r.tokens = json::as_int(json::at(j, "tokens", "metrics"));
+      r.train_loss = json::as_double(json::at(j, "loss", "metrics"));
+      tps.push_back(json::as_double(json::at(j, "tokens_per_s", "metrics")));
     } else if (type == "eval") {
-      r.val_loss = j.at("val_loss", "metrics").as_double();
-      r.evals.push_back({j.at("step", "metrics").as_int(), r.val_loss,
-                         j.find("elapsed_s") ? j.at("elapsed_s", "metrics").as_double() : NAN});
+      r.val_loss = json::as_double(json::at(j, "val_loss", "metrics"));
+      r.evals.push_back({json::as_int(json::at(j, "step", "metrics")), r.val_loss,
+                         json::find(j, "elapsed_s") ? json::as_double(json::at(j, "elapsed_s", "metrics")) : NAN});
     }
   }
   // The first window holds start-up (allocation, kernel selection): leave it out when possible.
@@ -198,17 +197,17 @@ ReportResult write_report(const ReportOptions& o) {
   std::vector<std::string> axis_keys;
   std::string name = o.dir.filename().string(), description;
   if (fs::exists(o.dir / "sweep.json", ec)) {
-    man = Json::parse(read_file(o.dir / "sweep.json"));
-    name = man.at("experiment", "sweep.json").as_string();
-    if (man.find("description")) description = man.at("description", "sweep.json").as_string();
-    for (const auto& k : man.at("axis_keys", "sweep.json").as_array())
-      axis_keys.push_back(k.as_string());
-    for (const auto& x : man.at("runs", "sweep.json").as_array()) {
+    man = json::parse(read_file(o.dir / "sweep.json"));
+    name = json::as_string(json::at(man, "experiment", "sweep.json"));
+    if (json::find(man, "description")) description = json::as_string(json::at(man, "description", "sweep.json"));
+    for (const auto& k : json::as_array(json::at(man, "axis_keys", "sweep.json")))
+      axis_keys.push_back(json::as_string(k));
+    for (const auto& x : json::as_array(json::at(man, "runs", "sweep.json"))) {
       Row r;
-      r.run = x.at("name", "sweep.json").as_string();
-      r.point = x.at("point", "sweep.json").as_string();
-      r.seed = x.at("seed", "sweep.json").as_int();
-      for (const auto& [k, v] : x.at("axes", "sweep.json").as_object()) r.axes[k] = v.as_string();
+      r.run = json::as_string(json::at(x, "name", "sweep.json"));
+      r.point = json::as_string(json::at(x, "point", "sweep.json"));
+      r.seed = json::as_int(json::at(x, "seed", "sweep.json"));
+      for (const auto& [k, v] : json::as_object(json::at(x, "axes", "sweep.json")).items()) r.axes[k] = json::as_string(v);
       rows.push_back(r);
     }
   } else {
@@ -238,17 +237,17 @@ ReportResult write_report(const ReportOptions& o) {
     if (fs::exists(dir / "metrics.jsonl", ec)) read_metrics(dir, r);
     if (fs::exists(dir / "eval.json", ec)) {
       try {
-        const Json j = Json::parse(read_file(dir / "eval.json"), (dir / "eval.json").string());
-        if (const Json* t = j.find("tasks")) r.zero_shot = *t;
+        const Json j = json::parse(read_file(dir / "eval.json"), (dir / "eval.json").string());
+        if (const Json* t = json::find(j, "tasks")) r.zero_shot = *t;
       } catch (const Error&) {
         log::warn("report: {} is unreadable; its zero-shot results are left out",
                   (dir / "eval.json").string());
       }
     }
     if (fs::exists(dir / "sweep_status.json", ec)) {
-      Json st = Json::parse(read_file(dir / "sweep_status.json"));
-      if (st.find("status")) r.status = st.at("status", "status").as_string();
-      if (st.find("wall_s")) r.wall = st.at("wall_s", "status").as_double();
+      Json st = json::parse(read_file(dir / "sweep_status.json"));
+      if (json::find(st, "status")) r.status = json::as_string(json::at(st, "status", "status"));
+      if (json::find(st, "wall_s")) r.wall = json::as_double(json::at(st, "wall_s", "status"));
     }
     ++res.runs;
   }
@@ -263,14 +262,14 @@ ReportResult write_report(const ReportOptions& o) {
   std::vector<std::string> zs_tasks;
   for (const auto& t : config::eval_task_names())
     for (const auto& r : rows)
-      if (r.zero_shot.is_object() && r.zero_shot.find(t)) {
+      if (r.zero_shot.is_object() && json::find(r.zero_shot, t)) {
         zs_tasks.push_back(t);
         break;
       }
   auto zs = [](const Row& r, const std::string& task, const char* metric) {
-    const Json* t = r.zero_shot.is_object() ? r.zero_shot.find(task) : nullptr;
-    const Json* v = t ? t->find(metric) : nullptr;
-    return v && v->is_number() ? v->as_double() : NAN;
+    const Json* t = r.zero_shot.is_object() ? json::find(r.zero_shot, task) : nullptr;
+    const Json* v = t ? json::find(*t, metric) : nullptr;
+    return v && v->is_number() ? json::as_double(*v) : NAN;
   };
   if (!zs_tasks.empty()) {
     csv << ",zs_avg_acc,zs_avg_acc_norm";

@@ -16,7 +16,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/json.h"
+#include "util/json_io.h"
 #include "util/log.h"
 #include "util/net.h"
 #include "util/strings.h"
@@ -46,7 +46,7 @@ Json read_status(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir / "sweep_status.json", ec)) return Json::object();
   try {
-    return Json::parse(read_file(dir / "sweep_status.json"));
+    return json::parse(read_file(dir / "sweep_status.json"));
   } catch (const std::exception&) {
     return Json::object();
   }
@@ -60,7 +60,7 @@ double last_val_loss(const fs::path& dir) {
   while (std::getline(in, line)) {
     if (line.find("\"eval\"") == std::string::npos) continue;
     try {
-      v = Json::parse(line).at("val_loss", "metrics").as_double();
+      v = json::as_double(json::at(json::parse(line), "val_loss", "metrics"));
     } catch (const std::exception&) {
     }
   }
@@ -158,7 +158,7 @@ void write_manifest(const SweepOptions& o, const Experiment& e) {
   }
   j["runs"] = runs;
   fs::create_directories(o.runs_root / e.name);
-  write_file_atomic(o.runs_root / e.name / "sweep.json", j.dump(2) + "\n");
+  write_file_atomic(o.runs_root / e.name / "sweep.json", json::dump(j, 2) + "\n");
 }
 
 SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
@@ -195,8 +195,8 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
     if (fs::exists(dir / "run.yaml", ec) && read_file(dir / "run.yaml") != yaml)
       fail_input("run " + dir.string() + " exists with a different config (the experiment " +
                  "changed?); delete the run directory or rename the experiment");
-    if (read_status(dir).find("status") &&
-        read_status(dir).at("status", "status").as_string() == "done") {
+    if (json::find(read_status(dir), "status") &&
+        json::as_string(json::at(read_status(dir), "status", "status")) == "done") {
       ++sum.skipped;
       continue;
     }
@@ -248,15 +248,15 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - a.start).count();
     Json st = read_status(dir);
     if (!st.is_object()) st = Json::object();
-    const double before = st.find("wall_s") ? st.at("wall_s", "s").as_double() : 0.0;
-    const int64_t attempts = st.find("attempts") ? st.at("attempts", "s").as_int() : 0;
+    const double before = json::find(st, "wall_s") ? json::as_double(json::at(st, "wall_s", "s")) : 0.0;
+    const int64_t attempts = json::find(st, "attempts") ? json::as_int(json::at(st, "attempts", "s")) : 0;
     std::string status = a.exit_code == 0 ? (a.signalled ? "interrupted" : "done") : "failed";
     if (a.signalled && a.exit_code != 0) status = "interrupted";
     st["status"] = status;
     st["exit_code"] = a.exit_code;
     st["wall_s"] = before + wall;
     st["attempts"] = attempts + 1;
-    write_file_atomic(dir / "sweep_status.json", st.dump(2) + "\n");
+    write_file_atomic(dir / "sweep_status.json", json::dump(st, 2) + "\n");
     busy[a.slot] = false;
     if (a.run == teacher_index) {
       hold = false;

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "config/config.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::train {
 

@@ -10,11 +10,45 @@
 #include "util/fault.h"
 #include "util/fs.h"
 #include "util/log.h"
-#include "util/sha256.h"
 
 namespace deepthin::train {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+std::string to_hex(const at::Tensor& bytes) {
+  static const char* digits = "0123456789abcdef";
+  auto b = bytes.contiguous();
+  const uint8_t* p = b.data_ptr<uint8_t>();
+  std::string s;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+at::Tensor from_hex(const std::string& s) {
+  auto t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
+  uint8_t* p = t.data_ptr<uint8_t>();
+  auto nib = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i + 1 < s.size(); i += 2)
+    p[i / 2] = static_cast<uint8_t>(nib(s[i]) << 4 | nib(s[i + 1]));
+  return t;
+}
+
+}  // namespace
+
+void capture_cpu_rng(TrainerState& state) {
+  state.cpu_rng = to_hex(at::detail::getDefaultCPUGenerator().get_state());
+}
+
+void restore_cpu_rng(const TrainerState& state) {
+  if (state.cpu_rng.empty()) return;
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(from_hex(state.cpu_rng));
+}
 
 Json TrainerState::to_json() const {
   Json j = Json::object();
@@ -29,12 +63,12 @@ Json TrainerState::to_json() const {
 
 TrainerState TrainerState::from_json(const Json& j, const std::string& where) {
   TrainerState s;
-  s.step = j.at("step", where).as_int(where + ": step");
-  s.tokens = j.at("tokens", where).as_int(where + ": tokens");
-  s.loader = data::LoaderState::from_json(j.at("loader", where), where + ": loader");
-  s.elapsed_s = j.at("elapsed_s", where).as_double();
-  s.cpu_rng = j.at("cpu_rng", where).as_string();
-  s.cuda_rng = j.at("cuda_rng", where).as_string();
+  s.step = json::as_int(json::at(j, "step", where), where + ": step");
+  s.tokens = json::as_int(json::at(j, "tokens", where), where + ": tokens");
+  s.loader = data::LoaderState::from_json(json::at(j, "loader", where), where + ": loader");
+  s.elapsed_s = json::as_double(json::at(j, "elapsed_s", where));
+  s.cpu_rng = json::as_string(json::at(j, "cpu_rng", where));
+  s.cuda_rng = json::as_string(json::at(j, "cuda_rng", where));
   return s;
 }
 
@@ -51,13 +85,13 @@ fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
   }
   if (fault_at("crash_in_checkpoint", state.step)) std::abort();  // test hook: die mid-write
   exports::save_safetensors(dir.path() / "optimizer.safetensors", optimizer);
-  write_file_atomic(dir.path() / "trainer_state.json", state.to_json().dump(2) + "\n");
+  write_file_atomic(dir.path() / "trainer_state.json", json::dump(state.to_json(), 2) + "\n");
   Json sums = Json::object();
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir.path())) files.push_back(e.path());
   std::sort(files.begin(), files.end());
   for (const auto& f : files) sums[f.filename().string()] = sha256_file(f);
-  write_file_atomic(dir.path() / "checksums.json", sums.dump(2) + "\n");
+  write_file_atomic(dir.path() / "checksums.json", json::dump(sums, 2) + "\n");
   dir.commit();
 
   auto all = list_checkpoints(run_dir);
@@ -86,15 +120,15 @@ void verify_checkpoint(const fs::path& dir) {
   auto sums_path = dir / "checksums.json";
   if (!fs::exists(sums_path))
     fail_input("checkpoint " + dir.string() + " is incomplete: checksums.json is missing");
-  Json sums = Json::parse(read_file(sums_path), sums_path.string());
+  Json sums = json::parse(read_file(sums_path), sums_path.string());
   for (const char* required :
        {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "deepthin.yaml"})
     if (!sums.contains(required))
       fail_input("checkpoint " + dir.string() + " is incomplete: " + required + " is not listed");
-  for (const auto& [file, sum] : sums.as_object()) {
+  for (const auto& [file, sum] : json::as_object(sums).items()) {
     if (!fs::exists(dir / file))
       fail_input("checkpoint " + dir.string() + " is incomplete: " + file + " is missing");
-    if (sha256_file(dir / file) != sum.as_string())
+    if (sha256_file(dir / file) != json::as_string(sum))
       fail_input("checkpoint " + dir.string() + " is corrupt: " + file +
                  " does not match its sha256 in checksums.json");
   }
@@ -123,7 +157,7 @@ CheckpointContents read_checkpoint(const fs::path& dir) {
   c.model_dir = dir.string();
   c.optimizer = exports::load_safetensors(dir / "optimizer.safetensors").tensors;
   auto where = (dir / "trainer_state.json").string();
-  c.state = TrainerState::from_json(Json::parse(read_file(where), where), where);
+  c.state = TrainerState::from_json(json::parse(read_file(where), where), where);
   return c;
 }
 

@@ -1,10 +1,8 @@
-// Checkpoints: runs/<name>/checkpoints/step_N/
-//
-//   model.safetensors, config.json, deepthin.yaml   the export layout (a checkpoint is a model
-//   directory) tokenizer.model                                  when the run names one: generation
-//   needs nothing else optimizer.safetensors                            AdamW moments (fp32)
-//   trainer_state.json                               step, tokens, loader state, RNG states,
-//   elapsed time checksums.json                                   sha256 of every file above;
+// Checkpoints: runs/<name>/checkpoints/step_N/ holds
+//   model.safetensors, config.json, deepthin.yaml  the export layout (a checkpoint is a model dir)
+//   tokenizer.model                                when the run names one: generation needs nothing
+//   else optimizer.safetensors                          AdamW moments (fp32) trainer_state.json
+//   step, tokens, loader state, RNG state, elapsed time checksums.json sha256 of every file above;
 //   written last
 //
 // The directory is built as step_N.tmp.<pid>, fsynced and renamed: a crash mid-write leaves only a
@@ -21,7 +19,7 @@
 #include "data/loader.h"
 #include "export/safetensors.h"
 #include "model/decoder.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::train {
 
@@ -66,6 +64,9 @@ CheckpointContents read_checkpoint(const std::filesystem::path& dir);
 // yet.
 std::filesystem::path model_dir_of(const std::filesystem::path& run_or_dir,
                                    const std::string& what);
+// The default CPU generator's state into state.cpu_rng, and back (a no-op when it is empty).
+void capture_cpu_rng(TrainerState& state);
+void restore_cpu_rng(const TrainerState& state);
 // Removes step_N.tmp.* directories left by crashed writes.
 void remove_stale_temporaries(const std::filesystem::path& run_dir);
 

@@ -11,6 +11,20 @@
 
 namespace deepthin::train {
 
+void MetricsWindow::add(int64_t step_tokens, bool applied, double loss, double ce, double kd) {
+  tokens_ += step_tokens;
+  ++steps_;
+  if (applied) loss_ += loss;
+  ce_ += ce;
+  kd_ += kd;
+}
+
+void MetricsWindow::reset() {
+  start_ = Clock::now();
+  tokens_ = steps_ = 0;
+  loss_ = ce_ = kd_ = 0;
+}
+
 uint32_t crc32c(const void* data, size_t n) {
   static const auto table = [] {
     std::vector<uint32_t> t(256);
@@ -114,9 +128,9 @@ MetricsLog::MetricsLog(const std::filesystem::path& run_dir, bool tensorboard,
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       try {
-        const Json row = Json::parse(line);  // kept: find() points into it
-        const Json* s = row.find("step");
-        if (s && s->as_int() > resume_step) continue;
+        const Json row = json::parse(line);  // kept: find() points into it
+        const Json* s = json::find(row, "step");
+        if (s && json::as_int(*s) > resume_step) continue;
       } catch (const Error&) {
         continue;  // a torn last line from a killed run
       }
@@ -130,15 +144,15 @@ MetricsLog::MetricsLog(const std::filesystem::path& run_dir, bool tensorboard,
 }
 
 void MetricsLog::write(const Json& record) {
-  out_ << record.dump() << "\n";
+  out_ << json::dump(record) << "\n";
   out_.flush();
   if (!tb_) return;
-  const Json* step = record.find("step");
-  const Json* type = record.find("type");
+  const Json* step = json::find(record, "step");
+  const Json* type = json::find(record, "type");
   if (!step || !type) return;
-  for (const auto& [k, v] : record.as_object()) {
+  for (const auto& [k, v] : json::as_object(record).items()) {
     if (k == "step" || k == "type" || !v.is_number()) continue;
-    tb_->scalar(type->as_string() + "/" + k, v.as_double(), step->as_int());
+    tb_->scalar(json::as_string(*type) + "/" + k, json::as_double(v), json::as_int(*step));
   }
   tb_->flush();
 }

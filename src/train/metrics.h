@@ -1,9 +1,11 @@
-// Run records: metrics.jsonl (one JSON object per line: type "train" or "eval") and, optionally,
-// TensorBoard event files written directly (TFRecord framing with masked CRC-32C around a
-// hand-encoded Event protobuf), so `tensorboard --logdir runs/` shows the curves without any Python
-// in the loop.
+// Run records: the metrics window (what one log line reports), metrics.jsonl (one JSON object per
+// line: type "train" or "eval") and, optionally, TensorBoard event files written directly (TFRecord
+// framing with masked CRC-32C around a hand-encoded Event protobuf), so `tensorboard --logdir
+// runs/` shows the curves without any Python in the loop.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -11,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include "util/json.h"
+#include "util/json_io.h"
 
 namespace deepthin::train {
 
@@ -24,6 +26,30 @@ class TensorBoardWriter {
  private:
   void record(const std::string& data);
   std::ofstream out_;
+};
+
+// The steps between two log lines: their tokens, their summed losses (skipped steps count as
+// steps but add no loss) and the window's wall time. Evaluation and checkpoints are excluded from
+// the time, so tokens/s measures training steps only.
+class MetricsWindow {
+ public:
+  using Clock = std::chrono::steady_clock;
+  MetricsWindow() { reset(); }
+  void add(int64_t step_tokens, bool applied, double loss, double ce, double kd);
+  void exclude(Clock::duration pause) { start_ += pause; }
+  void reset();
+  double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  int64_t tokens() const { return tokens_; }
+  int64_t steps() const { return steps_; }
+  // Means over the window's steps.
+  double loss() const { return loss_ / static_cast<double>(std::max<int64_t>(1, steps_)); }
+  double ce() const { return ce_ / static_cast<double>(steps_); }
+  double kd() const { return kd_ / static_cast<double>(steps_); }
+
+ private:
+  Clock::time_point start_;
+  int64_t tokens_ = 0, steps_ = 0;
+  double loss_ = 0, ce_ = 0, kd_ = 0;
 };
 
 class MetricsLog {

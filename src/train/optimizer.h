@@ -15,17 +15,12 @@
 #include <vector>
 
 #include "config/train_config.h"
+#include "dist/param_slice.h"
 #include "export/safetensors.h"
 
 namespace deepthin::train {
 
-// A parameter, or elements [begin, end) of its flattened view.
-struct ParamSlice {
-  std::string name;
-  at::Tensor param;
-  int64_t begin = 0;
-  int64_t end = -1;  // -1: to the end of the parameter
-};
+using dist::ParamSlice;
 
 class AdamW {
  public:

@@ -6,7 +6,7 @@
 #include "train/checkpoint.h"
 #include "train/precision.h"
 #include "util/error.h"
-#include "util/sha256.h"
+#include "util/fs.h"
 
 namespace deepthin::train {
 

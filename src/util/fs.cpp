@@ -13,6 +13,10 @@
 #include <sstream>
 #include <vector>
 
+#include <openssl/evp.h>
+
+#include <memory>
+
 #include "util/error.h"
 
 namespace deepthin {
@@ -32,6 +36,57 @@ std::string read_file(const fs::path& path, std::string_view what) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+namespace {
+
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+      fail_runtime("OpenSSL could not start a SHA-256 digest");
+  }
+  void update(const void* data, size_t n) {
+    if (EVP_DigestUpdate(ctx_.get(), data, n) != 1) fail_runtime("OpenSSL SHA-256 update failed");
+  }
+  std::string hex() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) fail_runtime("OpenSSL SHA-256 failed");
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += digits[md[i] >> 4];
+      out += digits[md[i] & 0xF];
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.hex();
+}
+
+std::string sha256_file(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    fail_input("cannot checksum " + path.string() + ": not found or not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_input("cannot read " + path.string() + ": " + std::strerror(errno));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  return h.hex();
 }
 
 void fsync_path(const fs::path& path) {

@@ -1,4 +1,5 @@
-// File helpers: whole-file reads and crash-safe writes.
+// File helpers: whole-file reads, crash-safe writes, directory locks and SHA-256 checksums
+// (OpenSSL's libcrypto).
 //
 // Anything deepthin writes that another run will read (weights, configs, manifests, checkpoints)
 // goes through write_file_atomic or AtomicDir: the data lands under a temporary name, is fsynced,
@@ -18,6 +19,11 @@ std::string read_file(const fs::path& path, std::string_view what = "file");
 // Writes `data` to path.tmp.<pid>, fsyncs it, renames it over `path`, and fsyncs the directory.
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_path(const fs::path& path);
+
+// SHA-256 as 64 lowercase hex digits, through OpenSSL's EVP interface. sha256_file streams the file
+// (an input error naming it when it is missing, not a regular file, or unreadable).
+std::string sha256_hex(std::string_view data);
+std::string sha256_file(const fs::path& path);
 // Deletes a file or a directory tree; no error if it does not exist. Used instead of
 // std::filesystem::remove_all, whose copy exported by some LibTorch builds (the CUDA 13 wheel)
 // crashes when it binds ahead of libstdc++'s.

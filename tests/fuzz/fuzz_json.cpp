@@ -4,14 +4,14 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "util/json.h"
+#include "util/json_io.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   deepthin::fuzz::expect_clean([&] {
-    auto j = deepthin::Json::parse(text, "fuzz.json");
-    const std::string once = j.dump();
-    const std::string twice = deepthin::Json::parse(once, "dumped").dump();
+    auto j = deepthin::json::parse(text, "fuzz.json");
+    const std::string once = deepthin::json::dump(j);
+    const std::string twice = deepthin::json::dump(deepthin::json::parse(once, "dumped"));
     if (once != twice) __builtin_trap();
   });
   return 0;

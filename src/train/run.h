@@ -1,0 +1,62 @@
+// The setup of a training run: everything train() needs, assembled in the order the paper's recipe
+// reads — the process (launch, device, process group, run directory), the data, the model and its
+// optimizer (fp32 master weights, data parallel when there are several ranks), the teacher when
+// distilling, and the state restored from a checkpoint when resuming. Each part is one function in
+// run.cpp; setup_run calls them in order.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "config/config.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "dist/comm.h"
+#include "dist/data_parallel.h"
+#include "dist/launch.h"
+#include "model/decoder.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
+#include "train/teacher.h"
+#include "train/trainer.h"
+#include "util/fs.h"
+
+namespace deepthin::train {
+
+struct Run {
+  const config::Config* cfg = nullptr;
+  std::filesystem::path dir;  // the run directory
+  // Process.
+  dist::LaunchEnv env;
+  c10::Device device{c10::kCPU};
+  Precision precision = Precision::fp32;
+  std::shared_ptr<dist::Comm> comm;
+  std::unique_ptr<DirLock> lock;  // rank 0: one writer per run directory
+  // Data.
+  std::shared_ptr<data::TokenDataset> train_ds, val_ds;  // val_ds may be null
+  std::unique_ptr<data::Loader> loader;
+  int64_t tokens_per_step = 0;  // all ranks, all micro-batches
+  int64_t total_steps = 0;
+  // Model and optimizer.
+  model::Decoder model{nullptr};
+  std::unique_ptr<dist::DataParallel> dp;  // null in a world of one
+  std::unique_ptr<AdamW> optimizer;
+  std::optional<Teacher> teacher;  // distillation only
+  // Progress: restored on resume, saved in checkpoints.
+  TrainerState state;
+  std::unique_ptr<MetricsLog> metrics;  // rank 0 only
+
+  bool rank0() const { return comm->rank() == 0; }
+  int world() const { return comm->size(); }
+};
+
+// Assembles the run (see the top of this file). Input errors name the key or file at fault.
+std::unique_ptr<Run> setup_run(const config::Config& cfg, const TrainOptions& opts);
+
+}  // namespace deepthin::train
