@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every reader of outside bytes (libFuzzer through clang, with ASan and
-# UBSan): JSON, YAML configs, experiment files, safetensors, shards and manifests
+# UBSan): JSON, YAML configs, experiment files, safetensors, shards and manifests, score's token files
 # (tests/fuzz/fuzz_*.cpp). Builds build-san/ (the sanitized build), makes the seed corpora from the
 # repository's own files and a freshly initialised model, then runs each target for SECONDS
 # (default 60). Corpora grow across runs in build-san/fuzz/corpus/<target>; a crash, hang, leak-free
@@ -27,7 +27,7 @@ targets=("$@")
 # Seeds: the repository's configs and experiments (base: paths made absolute, so that they resolve
 # from the fuzzers' scratch directory), a tiny initialised model, hand-made shards and manifests.
 S=$F/seeds
-rm -rf "$S" && mkdir -p "$S"/{fuzz_config,fuzz_experiment,fuzz_json,fuzz_safetensors,fuzz_shards}
+rm -rf "$S" && mkdir -p "$S"/{fuzz_config,fuzz_experiment,fuzz_json,fuzz_safetensors,fuzz_shards,fuzz_tokens}
 python3 - "$S" <<'PY'
 import glob, os, re, sys
 s = sys.argv[1]
@@ -71,6 +71,8 @@ manifest = {"format": "deepthin-shards", "version": 1, "dtype": "uint16", "vocab
                        "val": {"tokens": 100, "shards": [{"file": "val_000000.bin", "tokens": 100}]}}}
 put("fuzz_shards", "manifest", b"\1" + json.dumps(manifest).encode())
 put("fuzz_json", "manifest.json", json.dumps(manifest).encode())
+put("fuzz_tokens", "lines", b"1 2 3 4\n\n31999 0 7\n  5\t6  \n")
+put("fuzz_tokens", "bad", b"1 2 x\n-3 4\n99999999999999999999 1\n")
 PY
 
 run_target() {

@@ -122,8 +122,8 @@ struct RankResult {
 
 struct Launch {
   std::vector<RankResult> ranks;
-  double seconds = 0;          // until rank 0 exited
-  std::vector<double> ended;   // when each rank exited (seconds since the epoch)
+  double seconds = 0;         // until rank 0 exited
+  std::vector<double> ended;  // when each rank exited (seconds since the epoch)
 };
 
 class DistTest : public ::testing::Test {
@@ -271,11 +271,12 @@ TEST_P(DistEquivalence, NRanksAtBatchBEqualOneProcessAtNB) {
   // Same number of tokens, and losses within rounding.
   auto state_one = json::parse(read_text(ckpt("one", 4) / "trainer_state.json"));
   auto state_dp = json::parse(read_text(ckpt("dp", 4) / "trainer_state.json"));
-  EXPECT_EQ(json::as_int(json::at(state_one, "tokens", "test")), json::as_int(json::at(state_dp, "tokens", "test")));
+  EXPECT_EQ(json::as_int(json::at(state_one, "tokens", "test")),
+            json::as_int(json::at(state_dp, "tokens", "test")));
   EXPECT_EQ(json::as_int(json::at(state_dp, "tokens", "test")), 4 * 2 * c.world * c.accum * 32);
   auto j_one = json::parse(one.out), j_dp = json::parse(read_text(tmp_ / "out0"));
-  EXPECT_NEAR(json::as_double(json::at(j_one, "final_loss", "test")), json::as_double(json::at(j_dp, "final_loss", "test")),
-              1e-5);
+  EXPECT_NEAR(json::as_double(json::at(j_one, "final_loss", "test")),
+              json::as_double(json::at(j_dp, "final_loss", "test")), 1e-5);
   // Only rank 0 reports and writes.
   EXPECT_TRUE(read_text(tmp_ / "out1").empty());
 }

@@ -96,7 +96,8 @@ TEST(ModelDir, SaveLoadRoundTripIsExact) {
   ASSERT_EQ(a.size(), b.size());
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
   auto hf = json::parse(read_text(tmp / "m" / "config.json"));
-  EXPECT_EQ(json::as_string(*hf.find("model_type")), "deepthin");  // shared: Llama tools must refuse it
+  EXPECT_EQ(json::as_string(*hf.find("model_type")),
+            "deepthin");  // shared: Llama tools must refuse it
   EXPECT_EQ(json::as_int(*hf.find("num_hidden_layers")), 2);
 }
 

@@ -166,10 +166,13 @@ TEST_F(KdTrainTest, RatioZeroIsPlainTrainingBitForBit) {
   EXPECT_NE(kd.err.find("distillation: teacher"), std::string::npos) << kd.err;
   auto lines = split(read_text(tmp_ / "runs/kd/metrics.jsonl"), '\n');
   auto j = json::parse(lines.front());
-  ASSERT_TRUE(json::find(j, "ce") && json::find(j, "kd") && json::find(j, "teacher_ms")) << lines.front();
+  ASSERT_TRUE(json::find(j, "ce") && json::find(j, "kd") && json::find(j, "teacher_ms"))
+      << lines.front();
   // The logged loss is the mix of its parts.
-  EXPECT_NEAR(json::as_double(json::at(j, "loss", "t")),
-              0.5 * json::as_double(json::at(j, "ce", "t")) + 0.5 * json::as_double(json::at(j, "kd", "t")), 1e-6);
+  EXPECT_NEAR(
+      json::as_double(json::at(j, "loss", "t")),
+      0.5 * json::as_double(json::at(j, "ce", "t")) + 0.5 * json::as_double(json::at(j, "kd", "t")),
+      1e-6);
 }
 
 TEST_F(KdTrainTest, VocabularyMismatchIsAnErrorBeforeAnyStep) {

@@ -107,7 +107,8 @@ zip:
   }
   fs::path run(const std::string& name) { return tmp_ / "runs" / "exp" / name; }
   std::string status(const std::string& name) {
-    return json::as_string(json::at(json::parse(read_text(run(name) / "sweep_status.json")), "status", "t"));
+    return json::as_string(
+        json::at(json::parse(read_text(run(name) / "sweep_status.json")), "status", "t"));
   }
   TempDir tmp_;
 };

@@ -149,7 +149,8 @@ std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path,
     const Json* splits = json::find(ds->manifest_, "splits");
     const Json* s = splits ? json::find(*splits, split) : nullptr;
     if (!s) fail_input(mpath.string() + ": the dataset has no '" + split + "' split");
-    for (const auto& sh : json::as_array(json::at(*s, "shards", mpath.string()), mpath.string() + " shards")) {
+    for (const auto& sh :
+         json::as_array(json::at(*s, "shards", mpath.string()), mpath.string() + " shards")) {
       auto f = std::filesystem::path(path) / json::as_string(json::at(sh, "file", mpath.string()));
       files.push_back(f);
     }

@@ -71,17 +71,42 @@ Request encode(const data::Tokenizer& tok, std::string context, std::string cont
   return r;
 }
 
-// Log-likelihoods of `rows` hidden-state rows [n, D] against their targets.
-void score_rows(model::Decoder& m, const at::Tensor& rows, const std::vector<int64_t>& targets,
-                double* loglik, bool* greedy) {
-  auto logits = m->logits(rows).to(at::kFloat);
-  auto logp = at::log_softmax(logits, -1);
-  auto t = at::tensor(targets, at::kLong).to(logp.device()).unsqueeze(1);
-  auto picked = logp.gather(1, t).squeeze(1).to(at::kDouble).cpu();
+// One request's scored positions inside a forward pass: row `row` of the batch's hidden states,
+// positions [first, first + targets.size()).
+struct Scored {
+  int64_t row = 0, first = 0;
+  const std::vector<int64_t>* targets = nullptr;
+  Result* out = nullptr;
+};
+
+// Every scored position of a forward pass at once: one gather of hidden rows, one LM head, one
+// log-softmax, one copy to the host. (Per request, a GPU spent its time on launches and syncs.)
+void score_all(model::Decoder& m, const at::Tensor& hidden, const std::vector<Scored>& reqs) {
+  std::vector<int64_t> rows, cols, targets;
+  for (const auto& r : reqs) {
+    *r.out = Result{};
+    for (size_t i = 0; i < r.targets->size(); ++i) {
+      rows.push_back(r.row);
+      cols.push_back(r.first + static_cast<int64_t>(i));
+      targets.push_back((*r.targets)[i]);
+    }
+  }
+  if (targets.empty()) return;
+  const auto dev = hidden.device();
+  auto idx = [&](const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).to(dev); };
+  auto picked_rows = hidden.index({idx(rows), idx(cols)});  // [N, D]
+  auto logits = m->logits(picked_rows).to(at::kFloat);
+  auto t = idx(targets).unsqueeze(1);
+  auto picked = at::log_softmax(logits, -1).gather(1, t).squeeze(1).to(at::kDouble).cpu();
   auto best = (logits.argmax(1) == t.squeeze(1)).cpu();
-  for (int64_t i = 0; i < picked.numel(); ++i) {
-    loglik[i] = picked[i].item<double>();
-    greedy[i] = best[i].item<bool>();
+  const double* ll = picked.data_ptr<double>();
+  const bool* greedy = best.data_ptr<bool>();
+  size_t k = 0;
+  for (const auto& r : reqs) {
+    for (size_t i = 0; i < r.targets->size(); ++i, ++k) {
+      r.out->loglik += ll[k];
+      r.out->greedy = r.out->greedy && greedy[k];
+    }
   }
 }
 
@@ -114,9 +139,14 @@ class Scorer {
         train::AutocastScope ac(device_, o_.precision);
         hidden = m_->hidden_states(tokens.to(device_));
       }
+      std::vector<Scored> scored;
       for (size_t k = i; k < end; ++k) {
-        Request& r = *reqs[order[k]];
-        score(hidden[static_cast<int64_t>(k - i)], r.first_scored, r.targets, *out[order[k]]);
+        const Request& r = *reqs[order[k]];
+        scored.push_back({static_cast<int64_t>(k - i), r.first_scored, &r.targets, out[order[k]]});
+      }
+      {
+        train::AutocastScope ac(device_, o_.precision);
+        score_all(m_, hidden, scored);
       }
       i = end;
     }
@@ -156,28 +186,14 @@ class Scorer {
       train::AutocastScope ac(device_, o_.precision);
       hidden = m_->hidden_states(tokens.to(device_), &cache);
     }
+    std::vector<Scored> scored;
     for (int64_t k = 0; k < n; ++k)
-      score(hidden[k], reqs[k]->first_scored - prefix, reqs[k]->targets, *out[k]);
+      scored.push_back({k, reqs[k]->first_scored - prefix, &reqs[k]->targets, out[k]});
+    train::AutocastScope ac(device_, o_.precision);
+    score_all(m_, hidden, scored);
   }
 
  private:
-  void score(const at::Tensor& hidden_row, int64_t first, const std::vector<int64_t>& targets,
-             Result& out) {
-    out = Result{};
-    if (targets.empty()) return;
-    const int64_t n = static_cast<int64_t>(targets.size());
-    std::vector<double> ll(n);
-    std::unique_ptr<bool[]> greedy(new bool[n]);
-    {
-      train::AutocastScope ac(device_, o_.precision);
-      score_rows(m_, hidden_row.narrow(0, first, n), targets, ll.data(), greedy.get());
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      out.loglik += ll[i];
-      out.greedy = out.greedy && greedy[i];
-    }
-  }
-
   model::Decoder& m_;
   const ZeroShotOptions& o_;
   c10::Device device_{c10::kCPU};
@@ -249,7 +265,7 @@ std::vector<TaskScore> score_tasks(model::Decoder& m, const data::Tokenizer& tok
           ptrs.push_back(&rs[c]);
           outs.push_back(&results[i][c]);
         }
-        if (rs.size() > 1 && prefix > 0 &&
+        if (o.shared_prefix_min > 0 && rs.size() > 1 && prefix > 0 &&
             prefix * static_cast<int64_t>(rs.size() - 1) >= o.shared_prefix_min) {
           scorer.run_shared_prefix(ptrs, prefix, outs);
         } else {

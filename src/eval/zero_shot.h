@@ -26,8 +26,12 @@ namespace deepthin::eval {
 
 struct ZeroShotOptions {
   train::Precision precision = train::Precision::fp32;
-  int64_t batch_tokens = 16384;    // padded tokens per forward pass
-  int64_t shared_prefix_min = 64;  // tokens a shared prefix must save to run once per item
+  int64_t batch_tokens = 16384;  // padded tokens per forward pass
+  // Tokens a shared prefix must save for an item's choices to run as its prefix once plus the rest;
+  // 0: never (every request goes into the length-sorted batches). Sharing saves compute, which is
+  // what a CPU lacks; on a GPU two small forward passes per item cost more in launches and syncs
+  // than the padded batches, so `deepthin eval` turns it off there.
+  int64_t shared_prefix_min = 64;
   bool truncate_left = false;  // cut over-long requests from the left (lm-eval) instead of failing
   // Called after each item: task name, items done, items in the task.
   std::function<void(const std::string&, int64_t, int64_t)> progress;

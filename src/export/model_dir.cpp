@@ -105,7 +105,9 @@ config::ModelConfig model_config_from_hf(const Json& j, const std::string& where
     const Json* v = json::find(j, k);
     return v && !v->is_null() ? json::as_string(*v, where + ": " + k) : std::string(def);
   };
-  auto integer = [&](const char* k) { return json::as_int(json::at(j, k, where), where + ": " + k); };
+  auto integer = [&](const char* k) {
+    return json::as_int(json::at(j, k, where), where + ": " + k);
+  };
   auto integer_or = [&](const char* k, int64_t def) {
     const Json* v = json::find(j, k);
     return v && !v->is_null() ? json::as_int(*v, where + ": " + k) : def;
@@ -226,7 +228,8 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
     std::string where = (dir / "model.safetensors.index.json").string();
     Json index = json::parse(read_file(dir / "model.safetensors.index.json"), where);
     std::set<std::string> files;
-    for (const auto& [name, file] : json::as_object(json::at(index, "weight_map", where), where).items())
+    for (const auto& [name, file] :
+         json::as_object(json::at(index, "weight_map", where), where).items())
       files.insert(json::as_string(file, where));
     for (const auto& f : files)
       for (auto& t : load_safetensors(dir / f).tensors) tensors.push_back(std::move(t));

@@ -89,7 +89,8 @@ void save_safetensors(const std::filesystem::path& path, const TensorList& tenso
     Json entry = Json::object();
     entry["dtype"] = safetensors_dtype(c.scalar_type());
     entry["shape"] = std::move(shape);
-    entry["data_offsets"] = Json::array({static_cast<int64_t>(offset), static_cast<int64_t>(offset + bytes)});
+    entry["data_offsets"] =
+        Json::array({static_cast<int64_t>(offset), static_cast<int64_t>(offset + bytes)});
     header[name] = std::move(entry);
     offset += bytes;
     contiguous.push_back(std::move(c));
@@ -133,7 +134,8 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
       continue;
     }
     const std::string what = where + ": tensor '" + name + "'";
-    auto dtype = parse_dtype(json::as_string(json::at(entry, "dtype", what), what + " dtype"), what);
+    auto dtype =
+        parse_dtype(json::as_string(json::at(entry, "dtype", what), what + " dtype"), what);
     std::vector<int64_t> shape;
     int64_t numel = 1;
     for (const auto& s : json::as_array(json::at(entry, "shape", what), what + " shape")) {
@@ -143,7 +145,8 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
       if (__builtin_mul_overflow(numel, d, &numel))
         fail_input(what + ": its shape holds more than 2^63 elements");
     }
-    const auto& offsets = json::as_array(json::at(entry, "data_offsets", what), what + " data_offsets");
+    const auto& offsets =
+        json::as_array(json::at(entry, "data_offsets", what), what + " data_offsets");
     if (offsets.size() != 2) fail_input(what + ": data_offsets must hold two numbers");
     int64_t begin = json::as_int(offsets[0], what), end = json::as_int(offsets[1], what);
     int64_t expected = 0;

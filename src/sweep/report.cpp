@@ -173,7 +173,9 @@ void read_metrics(const fs::path& dir, Row& r) {
     } else if (type == "eval") {
       r.val_loss = json::as_double(json::at(j, "val_loss", "metrics"));
       r.evals.push_back({json::as_int(json::at(j, "step", "metrics")), r.val_loss,
-                         json::find(j, "elapsed_s") ? json::as_double(json::at(j, "elapsed_s", "metrics")) : NAN});
+                         json::find(j, "elapsed_s")
+                             ? json::as_double(json::at(j, "elapsed_s", "metrics"))
+                             : NAN});
     }
   }
   // The first window holds start-up (allocation, kernel selection): leave it out when possible.
@@ -199,7 +201,8 @@ ReportResult write_report(const ReportOptions& o) {
   if (fs::exists(o.dir / "sweep.json", ec)) {
     man = json::parse(read_file(o.dir / "sweep.json"));
     name = json::as_string(json::at(man, "experiment", "sweep.json"));
-    if (json::find(man, "description")) description = json::as_string(json::at(man, "description", "sweep.json"));
+    if (json::find(man, "description"))
+      description = json::as_string(json::at(man, "description", "sweep.json"));
     for (const auto& k : json::as_array(json::at(man, "axis_keys", "sweep.json")))
       axis_keys.push_back(json::as_string(k));
     for (const auto& x : json::as_array(json::at(man, "runs", "sweep.json"))) {
@@ -207,7 +210,8 @@ ReportResult write_report(const ReportOptions& o) {
       r.run = json::as_string(json::at(x, "name", "sweep.json"));
       r.point = json::as_string(json::at(x, "point", "sweep.json"));
       r.seed = json::as_int(json::at(x, "seed", "sweep.json"));
-      for (const auto& [k, v] : json::as_object(json::at(x, "axes", "sweep.json")).items()) r.axes[k] = json::as_string(v);
+      for (const auto& [k, v] : json::as_object(json::at(x, "axes", "sweep.json")).items())
+        r.axes[k] = json::as_string(v);
       rows.push_back(r);
     }
   } else {

@@ -248,8 +248,10 @@ SweepSummary run_sweep(const Experiment& e, const SweepOptions& o) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - a.start).count();
     Json st = read_status(dir);
     if (!st.is_object()) st = Json::object();
-    const double before = json::find(st, "wall_s") ? json::as_double(json::at(st, "wall_s", "s")) : 0.0;
-    const int64_t attempts = json::find(st, "attempts") ? json::as_int(json::at(st, "attempts", "s")) : 0;
+    const double before =
+        json::find(st, "wall_s") ? json::as_double(json::at(st, "wall_s", "s")) : 0.0;
+    const int64_t attempts =
+        json::find(st, "attempts") ? json::as_int(json::at(st, "attempts", "s")) : 0;
     std::string status = a.exit_code == 0 ? (a.signalled ? "interrupted" : "done") : "failed";
     if (a.signalled && a.exit_code != 0) status = "interrupted";
     st["status"] = status;
