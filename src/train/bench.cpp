@@ -1,3 +1,5 @@
+// deepthin bench: times the training step that train runs (train/step.h) on random tokens, after
+// warm-up steps, with the launch mode, memory and, when asked, a per-kernel-family profile.
 #include "train/bench.h"
 
 #include <ATen/ATen.h>

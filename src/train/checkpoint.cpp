@@ -1,3 +1,5 @@
+// Checkpoint directories (layout in checkpoint.h): atomic writes with checksums, verification and
+// fallback on load, pruning, stale temporaries, trainer state as JSON and the CPU generator's state.
 #include "train/checkpoint.h"
 
 #include <ATen/ATen.h>

@@ -1,3 +1,4 @@
+// Validation loss during training (evaluation.h), split over ranks batch by batch.
 #include "train/evaluation.h"
 
 #include <ATen/ATen.h>

@@ -1,3 +1,5 @@
+// Distillation losses (kd.h): the teacher's soft labels against the student's logits, chunked so
+// that neither model's full logits are held at once.
 #include "train/kd.h"
 
 #include <ATen/ATen.h>

@@ -1,3 +1,4 @@
+// The chunked LM-head cross-entropy (loss.h) and its backward.
 #include "train/loss.h"
 
 #include <ATen/ATen.h>

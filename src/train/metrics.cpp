@@ -1,3 +1,5 @@
+// The metrics window, metrics.jsonl (trimmed to the checkpoint on resume) and the TensorBoard event
+// writer (metrics.h).
 #include "train/metrics.h"
 
 #include <unistd.h>

@@ -1,3 +1,5 @@
+// AdamW over parameter slices through ATen's fused kernel (optimizer.h): host-driven and
+// device-only steps, state for checkpoints.
 #include "train/optimizer.h"
 
 #include <ATen/ATen.h>

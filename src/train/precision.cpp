@@ -1,3 +1,4 @@
+// Parsing devices and precisions, and the autocast scope the trainer and evaluators use.
 #include "train/precision.h"
 
 #include <ATen/Context.h>

@@ -1,3 +1,4 @@
+// setup_run (run.h): the parts of a run's setup, each a function, called in the recipe's order.
 #include "train/run.h"
 
 #include <ATen/ATen.h>

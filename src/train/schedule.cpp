@@ -1,3 +1,4 @@
+// The learning-rate schedule (schedule.h).
 #include "train/schedule.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// The training step (step.h): the eager step, the device step without host syncs, and its capture
+// as one CUDA graph, with the choice among them.
 #include "train/step.h"
 
 #include <ATen/ATen.h>

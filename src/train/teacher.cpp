@@ -1,3 +1,4 @@
+// Loading distillation's teacher (teacher.h) and checking it against the student.
 #include "train/teacher.h"
 
 #include <filesystem>
