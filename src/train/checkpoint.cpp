@@ -1,5 +1,6 @@
 // Checkpoint directories (layout in checkpoint.h): atomic writes with checksums, verification and
-// fallback on load, pruning, stale temporaries, trainer state as JSON and the CPU generator's state.
+// fallback on load, pruning, stale temporaries, trainer state as JSON and the CPU generator's
+// state.
 #include "train/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -12,24 +13,13 @@
 #include "util/fault.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/strings.h"
 
 namespace deepthin::train {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string to_hex(const at::Tensor& bytes) {
-  static const char* digits = "0123456789abcdef";
-  auto b = bytes.contiguous();
-  const uint8_t* p = b.data_ptr<uint8_t>();
-  std::string s;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
-}
 
 at::Tensor from_hex(const std::string& s) {
   auto t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
@@ -43,7 +33,8 @@ at::Tensor from_hex(const std::string& s) {
 }  // namespace
 
 void capture_cpu_rng(TrainerState& state) {
-  state.cpu_rng = to_hex(at::detail::getDefaultCPUGenerator().get_state());
+  auto bytes = at::detail::getDefaultCPUGenerator().get_state().contiguous();
+  state.cpu_rng = hex_encode(bytes.data_ptr<uint8_t>(), static_cast<size_t>(bytes.numel()));
 }
 
 void restore_cpu_rng(const TrainerState& state) {

@@ -1,5 +1,5 @@
-// The device facts the trainer logs and checks: peak memory, syncs, known peak FLOP/s, and the memory
-// lower bound checked before anything is allocated.
+// The device facts the trainer logs and checks: peak memory, syncs, known peak FLOP/s, and the
+// memory lower bound checked before anything is allocated.
 #include "train/device_info.h"
 
 #include <sys/resource.h>

@@ -145,6 +145,7 @@ void fault_hooks(const Run& r) {
 
 struct StepInfo {
   double lr = 0, grad_norm = NAN, teacher_ms = NAN;
+  double flops_per_token = 0, peak_tflops = 0;  // fixed for the run: for MFU
 };
 
 // One log line and one metrics.jsonl record for the window, then a fresh window.
@@ -153,11 +154,9 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
   synchronize(r.device);
   const double dt = w.seconds(), step_s = dt / static_cast<double>(w.steps());
   const double tps = static_cast<double>(w.tokens()) / dt;
-  const double peak =
-      cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops : known_peak_tflops(r.device);
-  const double flops_per_token =
-      static_cast<double>(model::training_flops_per_token(cfg.model, cfg.train.seq_len));
-  const double mfu = peak > 0 ? flops_per_token * tps / (peak * 1e12 * r.world()) : NAN;
+  const double mfu = info.peak_tflops > 0
+                         ? info.flops_per_token * tps / (info.peak_tflops * 1e12 * r.world())
+                         : NAN;
   auto mem_t = at::full({1}, peak_memory_gb(r.device),
                         at::TensorOptions().dtype(at::kDouble).device(r.comm->device()));
   r.comm->allreduce(mem_t, c10d::ReduceOp::MAX, "memory all-reduce");
@@ -219,6 +218,10 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   const RunClock elapsed{r.state.elapsed_s};
   MetricsWindow window;
   StepInfo info;
+  info.flops_per_token =
+      static_cast<double>(model::training_flops_per_token(cfg.model, cfg.train.seq_len));
+  info.peak_tflops =
+      cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops : known_peak_tflops(r.device);
   int64_t bad_in_a_row = 0;
   reset_peak_memory(r.device);
   TrainStep step({r.model, r.optimizer.get(), r.comm.get(), r.dp.get(),

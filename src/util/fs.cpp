@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace deepthin {
 
@@ -53,13 +54,7 @@ class Sha256 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) fail_runtime("OpenSSL SHA-256 failed");
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += digits[md[i] >> 4];
-      out += digits[md[i] & 0xF];
-    }
-    return out;
+    return hex_encode(md, len);
   }
 
  private:

@@ -117,4 +117,16 @@ std::string human_count(double n) {
   return buf;
 }
 
+std::string hex_encode(const void* data, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
 }  // namespace deepthin

@@ -24,6 +24,8 @@ size_t edit_distance(std::string_view a, std::string_view b);
 std::optional<std::string> nearest(std::string_view word,
                                    const std::vector<std::string>& candidates);
 
+// Lowercase hex of n bytes (checksums, generator states).
+std::string hex_encode(const void* data, size_t n);
 // "1,234,567" style grouping for human-readable counts.
 std::string group_digits(int64_t n);
 // 124.6M, 1.01B, 31.5K.

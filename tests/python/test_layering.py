@@ -8,6 +8,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python_export"))
+import fixtures  # noqa: E402
+
 LEVELS = [["util"], ["config", "data"], ["kernels"], ["model"], ["export", "sweep"], ["dist"],
           ["train"], ["eval"], ["cli"]]
 LEVEL = {d: i for i, group in enumerate(LEVELS) for d in group}
@@ -38,10 +41,7 @@ def main():
                 elif LEVEL[to] >= LEVEL[folder]:
                     bad.append(f"src/{folder}/{name}:{n}: {folder} includes {to}, which is not below it")
     print(f"{edges} includes across folders checked")
-    if bad:
-        print("\n".join(bad))
-        sys.exit(1)
-    print("layering holds")
+    fixtures.finish(bad, "layering holds")
 
 
 if __name__ == "__main__":
