@@ -178,6 +178,15 @@ std::vector<Variant> variants() {
 
 // The fused functions (their reference maths on the CPU, fp32) against the plain layers, whose
 // gradients come from autograd: the hand-written backward passes are right.
+// Sets whether the SwiGLU product is recomputed, for a scope.
+struct SwigluRecompute {
+  explicit SwigluRecompute(bool on) : prev(kernels::recompute_swiglu()) {
+    kernels::set_recompute_swiglu(on);
+  }
+  ~SwigluRecompute() { kernels::set_recompute_swiglu(prev); }
+  bool prev;
+};
+
 TEST(FusedPath, CpuMatchesReferenceLayersOnEveryKnob) {
   for (const auto& v : variants()) {
     model::Decoder m(v.cfg);
@@ -185,8 +194,11 @@ TEST(FusedPath, CpuMatchesReferenceLayersOnEveryKnob) {
     auto tokens = tokens_for(v.B, v.T, v.cfg.vocab_size, 11);
     const c10::Device cpu(c10::kCPU);
     auto ref = run_model(m, tokens, cpu, train::Precision::fp32, kernels::Mode::reference);
-    auto fused = run_model(m, tokens, cpu, train::Precision::fp32, kernels::Mode::fused);
-    expect_same(fused, ref, 2e-5, v.name);
+    for (bool recompute : {false, true}) {
+      SwigluRecompute scope(recompute);
+      auto fused = run_model(m, tokens, cpu, train::Precision::fp32, kernels::Mode::fused);
+      expect_same(fused, ref, 2e-5, v.name + (recompute ? " (SwiGLU recomputed)" : ""));
+    }
   }
 }
 
@@ -318,6 +330,91 @@ TEST(FusedPath, ReferenceBackwardsMatchAutograd) {
   }
 }
 
+// The fused path's weight copies follow every way a weight changes, and are reused otherwise.
+TEST(FusedPath, WeightCacheFollowsEveryChange) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto w1 = at::randn({3, 4}, gen).requires_grad_(true);
+  auto w2 = at::randn({2, 4}, gen).requires_grad_(true);
+  kernels::WeightCache cache;
+  auto expect_copy = [&](at::ScalarType dt, int64_t refreshes, const char* what) {
+    const auto& got = cache.get({w1, w2}, dt);
+    EXPECT_EQ(got.scalar_type(), dt) << what;
+    EXPECT_TRUE(at::equal(got, at::cat({w1, w2}, 0).detach().to(dt))) << what;
+    EXPECT_EQ(cache.refreshes(), refreshes) << what;
+  };
+  expect_copy(at::kFloat, 1, "first use");
+  expect_copy(at::kFloat, 1, "unchanged: reused");
+  {
+    at::NoGradGuard no_grad;
+    w1.add_(1.0);  // an in-place update moves the version counter
+  }
+  expect_copy(at::kFloat, 2, "in-place update");
+  // A write the version counter does not see (as NCCL or a graph replay would make) ...
+  w2.data_ptr<float>()[5] = 42.0f;
+  EXPECT_NE(cache.get({w1, w2}, at::kFloat)[4][1].item<float>(), 42.0f) << "not yet told";
+  kernels::weights_changed();  // ... is seen once the step says so
+  expect_copy(at::kFloat, 3, "weights_changed");
+  EXPECT_EQ(cache.get({w1, w2}, at::kFloat)[4][1].item<float>(), 42.0f);
+  w1 = w1.detach().clone().requires_grad_(true);  // new storage
+  expect_copy(at::kFloat, 4, "new storage");
+  expect_copy(at::kBFloat16, 5, "another dtype");
+  kernels::WeightCache copied = cache;  // a cloned module must not share the buffer
+  EXPECT_EQ(copied.refreshes(), 0);
+  EXPECT_TRUE(at::equal(copied.get({w1, w2}, at::kBFloat16), cache.get({w1, w2}, at::kBFloat16)));
+  EXPECT_NE(copied.get({w1, w2}, at::kBFloat16).data_ptr(),
+            cache.get({w1, w2}, at::kBFloat16).data_ptr());
+}
+
+// packed_linear against at::linear over the concatenated weights: output and every gradient, in
+// fp32 and with bf16 products (the weights' gradients come back in fp32), cached or not.
+TEST(FusedPath, PackedLinearMatchesLinear) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  for (auto compute : {at::kFloat, at::kBFloat16}) {
+    std::vector<at::Tensor> ws = {at::randn({5, 12}, gen), at::randn({3, 12}, gen),
+                                  at::randn({3, 12}, gen)};
+    for (auto& w : ws) w.requires_grad_(true);
+    auto x = at::randn({2, 7, 12}, gen).to(compute).requires_grad_(true);
+    auto go = at::randn({2, 7, 11}, gen).to(compute);
+    auto want = at::linear(x, at::cat(ws, 0).to(compute));
+    want.backward(go);
+    std::vector<at::Tensor> want_g = {x.grad().clone()};
+    for (auto& w : ws) want_g.push_back(w.grad().clone());
+    const double tol = compute == at::kFloat ? 1e-6 : 1e-2;
+    kernels::WeightCache cache;
+    for (int pass = 0; pass < 2; ++pass) {  // the second pass reuses the cached copy
+      x.mutable_grad().reset();
+      for (auto& w : ws) w.mutable_grad().reset();
+      auto got = kernels::packed_linear(x, ws, cache, compute);
+      EXPECT_LT(rel_err(got, want), tol);
+      got.backward(go);
+      EXPECT_LT(rel_err(x.grad(), want_g[0]), tol);
+      for (size_t i = 0; i < ws.size(); ++i) {
+        EXPECT_EQ(ws[i].grad().scalar_type(), at::kFloat);
+        EXPECT_EQ(ws[i].grad().sizes(), ws[i].sizes());
+        EXPECT_LT(rel_err(ws[i].grad(), want_g[1 + i]), tol) << "weight " << i;
+      }
+    }
+    EXPECT_EQ(cache.refreshes(), kernels::cache_weights() ? 1 : 0);
+  }
+}
+
+// Training moves the weights between forwards: the fused path (with its weight copies) keeps
+// giving the reference path's loss and gradients after each update.
+TEST(FusedPath, FollowsTheWeightsThroughUpdates) {
+  auto cfg = model_cfg(48, 4, 2, 12, 2);
+  model::Decoder m(cfg);
+  m->reset_parameters(9);
+  auto tokens = tokens_for(2, 9, cfg.vocab_size, 8);
+  const c10::Device cpu(c10::kCPU);
+  for (int update = 0; update < 3; ++update) {
+    auto fused = run_model(m, tokens, cpu, train::Precision::fp32, kernels::Mode::fused);
+    auto ref = run_model(m, tokens, cpu, train::Precision::fp32, kernels::Mode::reference);
+    expect_same(fused, ref, 2e-5, "after update " + std::to_string(update));
+    at::NoGradGuard no_grad;
+    for (auto& p : m->parameters()) p.sub_(0.5 * p.grad());  // a large plain SGD step
+  }
+}
+
 // ------------------------------------------------------------------------------------------- GPU
 
 namespace {
@@ -366,6 +463,10 @@ TEST(CudaKernels, MatchTheirReferenceMaths) {
           EXPECT_LT(rel_err(fast.sum, ref.sum), 1e-6) << what;
           EXPECT_LT(rel_err(fast.h, ref.h), tol) << what;
           EXPECT_LT(rel_err(fast.rstd, ref.rstd), 1e-5) << what;
+          auto [plain, plain_ref] =
+              both([&] { return kernels::rms_norm_forward(x, {}, w, 1e-5, t); });
+          EXPECT_LT(rel_err(plain.h, plain_ref.h), tol) << what << " (no residual add)";
+          EXPECT_LT(rel_err(plain.rstd, plain_ref.rstd), 1e-5) << what << " (no residual add)";
           auto gh = rnd({rows, dim}, t), gs = rnd({rows, dim}, at::kFloat);
           // (copies: clang 14 cannot capture structured bindings)
           auto ref_sum = ref.sum, ref_rstd = ref.rstd;

@@ -55,6 +55,7 @@ struct TrainConfig : Section {
   RecomputeChoice activation_checkpointing = RecomputeChoice::none;
   int64_t activation_checkpointing_every = 2;   // selective: every Nth effective layer
   GraphChoice cuda_graph = GraphChoice::auto_;  // capture the whole step as one CUDA graph
+  bool swiglu_recompute = false;                // fused path: recompute silu(gate)·up in backward
   void visit(Visitor& v) override;
 };
 

@@ -124,6 +124,55 @@ __global__ void __launch_bounds__(kNormThreads)
   }
 }
 
+// The same with the row held in registers: x and delta read once, the sum and h written once (the
+// kernel above reads the sum back for its second pass), every load of the row issued before the
+// first use. For dim ≤ 32 · 4 · ITERS, dim a multiple of 4.
+template <typename X, typename Dl, typename W, typename H, int ITERS>
+__global__ void __launch_bounds__(kNormThreads)
+    rms_forward_cached_kernel(const X* __restrict__ x, const Dl* __restrict__ delta,
+                              const W* __restrict__ w, X* __restrict__ sum, H* __restrict__ h,
+                              float* __restrict__ rstd, int64_t rows, int dim, float eps) {
+  constexpr int VEC = 4;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kNormThreads / 32) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  float v[ITERS][VEC], d[ITERS][VEC];
+#pragma unroll
+  for (int it = 0; it < ITERS; ++it) {
+    const int c = (it * 32 + lane) * VEC;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[it][i] = d[it][i] = 0.f;
+    if (c < dim) {
+      load<VEC>(x + row * dim + c, v[it]);
+      if (delta) load<VEC>(delta + row * dim + c, d[it]);
+    }
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int it = 0; it < ITERS; ++it) {
+    const int c = (it * 32 + lane) * VEC;
+    if (delta) {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) v[it][i] = to_f(from_f<X>(v[it][i] + d[it][i]));
+      if (c < dim) store<VEC>(sum + row * dim + c, v[it]);
+    }
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) ss += v[it][i] * v[it][i];
+  }
+  const float r = rsqrtf(warp_sum(ss) / static_cast<float>(dim) + eps);
+  if (lane == 0) rstd[row] = r;
+#pragma unroll
+  for (int it = 0; it < ITERS; ++it) {
+    const int c = (it * 32 + lane) * VEC;
+    if (c >= dim) continue;
+    float wv[VEC], o[VEC];
+    load<VEC>(w + c, wv);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) o[i] = wv[i] * (v[it][i] * r);
+    store<VEC>(h + row * dim + c, o);
+  }
+}
+
 constexpr int kNormBwdThreads = 128;  // 4 warps; each keeps its own grad_w row in shared memory
 
 // Rows are strided over the grid, one warp per row. Each warp sums gh · x̂ for its rows into its own
@@ -212,17 +261,23 @@ __global__ void __launch_bounds__(kNormBwdThreads)
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + warp; row < rows;
        row += static_cast<int64_t>(gridDim.x) * warps) {
     const float r = rstd[row];
-    float g[ITERS][VEC], v[ITERS][VEC];
+    // Every load of the row is issued before the reduction (grad_sum too): one memory latency
+    // per row instead of two.
+    float g[ITERS][VEC], v[ITERS][VEC], res[ITERS][VEC];
     float dot = 0.f;
 #pragma unroll
     for (int it = 0; it < ITERS; ++it) {
       const int c = (it * 32 + lane) * VEC;
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) g[it][i] = v[it][i] = 0.f;
+      for (int i = 0; i < VEC; ++i) g[it][i] = v[it][i] = res[it][i] = 0.f;
       if (c < dim) {
         load<VEC>(gh + row * dim + c, g[it]);
         load<VEC>(s + row * dim + c, v[it]);
+        if (gsum) load<VEC>(gsum + row * dim + c, res[it]);
       }
+    }
+#pragma unroll
+    for (int it = 0; it < ITERS; ++it) {
 #pragma unroll
       for (int i = 0; i < VEC; ++i) dot += g[it][i] * wv[it][i] * v[it][i];
     }
@@ -231,17 +286,11 @@ __global__ void __launch_bounds__(kNormBwdThreads)
     for (int it = 0; it < ITERS; ++it) {
       const int c = (it * 32 + lane) * VEC;
       if (c >= dim) continue;
-      float res[VEC], out[VEC];
-      if (gsum) {
-        load<VEC>(gsum + row * dim + c, res);
-      } else {
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) res[i] = 0.f;
-      }
+      float out[VEC];
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
         const float xh = v[it][i] * r;
-        out[i] = r * (g[it][i] * wv[it][i] - xh * mean) + res[i];
+        out[i] = r * (g[it][i] * wv[it][i] - xh * mean) + res[it][i];
         gw[it][i] += g[it][i] * xh;
       }
       store<VEC>(gx + row * dim + c, out);
@@ -503,6 +552,32 @@ int rms_norm_forward(const void* x, DType x_t, const void* delta, DType delta_t,
     };
     return vec4 ? launch(rms_forward_kernel<X, Dl, W, H, 4>)
                 : launch(rms_forward_kernel<X, Dl, W, H, 1>);
+  });
+}
+
+int rms_norm_forward_cached(const void* x, DType x_t, const void* delta, DType delta_t,
+                            const void* weight, DType w_t, void* sum, void* h, DType h_t,
+                            float* rstd, int64_t rows, int64_t dim, float eps, void* stream) {
+  const int iters = static_cast<int>((dim + 127) / 128);
+  if (dim % 4 != 0 || iters < 1 || iters > 8) return static_cast<int>(cudaErrorInvalidValue);
+  if (rows == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  const unsigned grid = blocks_for(rows, kNormThreads / 32);
+  return with_norm_types(x_t, delta_t, w_t, h_t, [&](auto xv, auto dv, auto wv, auto hv) {
+    using X = decltype(xv);
+    using Dl = decltype(dv);
+    using W = decltype(wv);
+    using H = decltype(hv);
+    using K = decltype(&rms_forward_cached_kernel<X, Dl, W, H, 1>);
+    static constexpr K table[] = {
+        rms_forward_cached_kernel<X, Dl, W, H, 1>, rms_forward_cached_kernel<X, Dl, W, H, 2>,
+        rms_forward_cached_kernel<X, Dl, W, H, 3>, rms_forward_cached_kernel<X, Dl, W, H, 4>,
+        rms_forward_cached_kernel<X, Dl, W, H, 5>, rms_forward_cached_kernel<X, Dl, W, H, 6>,
+        rms_forward_cached_kernel<X, Dl, W, H, 7>, rms_forward_cached_kernel<X, Dl, W, H, 8>};
+    table[iters - 1]<<<grid, kNormThreads, 0, s>>>(
+        static_cast<const X*>(x), static_cast<const Dl*>(delta), static_cast<const W*>(weight),
+        static_cast<X*>(sum), static_cast<H*>(h), rstd, rows, static_cast<int>(dim), eps);
+    return last_error();
   });
 }
 

@@ -18,6 +18,12 @@ int rms_norm_forward(const void* x, DType x_t, const void* delta, DType delta_t,
                      DType w_t, void* sum, void* h, DType h_t, float* rstd, int64_t rows,
                      int64_t dim, float eps, bool vec4, void* stream);
 
+// The same with the row in registers (one read of x and delta, every load issued up front); dim a
+// multiple of 4 and at most 1024, 16-byte aligned pointers.
+int rms_norm_forward_cached(const void* x, DType x_t, const void* delta, DType delta_t,
+                            const void* weight, DType w_t, void* sum, void* h, DType h_t,
+                            float* rstd, int64_t rows, int64_t dim, float eps, void* stream);
+
 // The gradient of the above: grad_x = rstd · (w·gh − x̂ · mean(w·gh·x̂)) + grad_sum (x's dtype), the
 // same values in delta's dtype into grad_delta (when given), and per-block partial sums of gh · x̂
 // into weight_partial [blocks, dim] (fp32; the caller sums the rows). Deterministic: no atomics.
@@ -27,8 +33,8 @@ int rms_norm_backward(const void* grad_h, DType h_t, const void* grad_sum, const
                       void* grad_delta, DType delta_t, float* weight_partial, int blocks,
                       int64_t rows, int64_t dim, bool vec4, void* stream);
 
-// The same with each lane's columns in registers (one read of gh and s, the weight read once per
-// warp); dim a multiple of 4 and at most 1024.
+// The same with each lane's columns in registers (one read of gh, s and grad_sum, all issued before
+// the row's reduction; the weight read once per warp); dim a multiple of 4 and at most 1024.
 int rms_norm_backward_cached(const void* grad_h, DType h_t, const void* grad_sum, const void* s,
                              DType x_t, const void* weight, DType w_t, const float* rstd,
                              void* grad_x, void* grad_delta, DType delta_t, float* weight_partial,

@@ -98,29 +98,87 @@ class SwigluFn : public torch::autograd::Function<SwigluFn> {
   }
 };
 
-class SwigluDownFn : public torch::autograd::Function<SwigluDownFn> {
+// gyᵀ · x, the gradient of a weight used as x @ wᵀ, in the weight's dtype: on CUDA a bf16 / fp16
+// product writes fp32 directly (cuBLAS accumulates in fp32 either way; this skips a rounding to
+// bf16, a copy and a cast kernel). A torch without that overload falls back to the cast, once.
+std::atomic<bool> g_direct_fp32_grad{true};
+bool direct_fp32_grad(const at::Tensor& gy, at::ScalarType w_dtype) {
+  return gy.is_cuda() && w_dtype == at::kFloat && gy.scalar_type() != at::kFloat &&
+         fp32_weight_grad() && g_direct_fp32_grad.load();
+}
+void no_direct_fp32_grad(const c10::Error& e) {
+  g_direct_fp32_grad = false;
+  TORCH_WARN("fp32 weight gradients from bf16 products are not available here (",
+             e.what_without_backtrace(), "); casting instead");
+}
+at::Tensor weight_grad(const at::Tensor& gy, const at::Tensor& x, at::ScalarType w_dtype) {
+  if (direct_fp32_grad(gy, w_dtype)) {
+    try {
+      return at::mm(gy.t(), x, at::kFloat);
+    } catch (const c10::Error& e) {
+      no_direct_fp32_grad(e);
+    }
+  }
+  return at::mm(gy.t(), x).to(w_dtype);
+}
+
+// x @ packedᵀ where packed is the compute-dtype stack of the weights `ws` (1 to 3). Saves x and
+// packed (no copy: packed lives in its WeightCache, or is the forward's temporary).
+class PackedLinearFn : public torch::autograd::Function<PackedLinearFn> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gu, const at::Tensor& weight,
-                            int64_t compute) {
-    const auto cd = static_cast<at::ScalarType>(compute);
-    auto g = gu.to(cd);
-    ctx->save_for_backward({g, weight});
-    ctx->saved_data["compute"] = compute;
-    return at::matmul(swiglu_forward(g), weight.to(cd).t());
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& packed,
+                            at::TensorList ws) {
+    ctx->save_for_backward({x, packed});
+    std::vector<int64_t> rows;
+    for (const auto& w : ws) rows.push_back(w.size(0));
+    ctx->saved_data["rows"] = rows;
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(ws.front().scalar_type());
+    auto sizes = x.sizes().vec();
+    sizes.back() = packed.size(0);
+    return at::mm(x.reshape({-1, x.size(-1)}), packed.t()).view(sizes);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &gu = saved[0], &weight = saved[1];
-    const auto cd = saved_dtype(ctx, "compute");
-    const int64_t D = weight.size(0), F = weight.size(1);
-    auto s = swiglu_forward(gu).reshape({-1, F});  // recomputed, not saved
-    auto gy = grads[0].to(cd).reshape({-1, D});
-    auto gs = at::mm(gy, weight.to(cd));
-    auto gw = at::mm(gy.t(), s).to(weight.scalar_type());
-    auto ggu = swiglu_backward(gs.view(s.sizes()), gu.reshape({-1, 2 * F})).view(gu.sizes());
-    return {ggu, gw, at::Tensor()};
+    const at::Tensor &x = saved[0], &packed = saved[1];
+    const auto rows = ctx->saved_data["rows"].toIntVector();
+    variable_list out(2 + rows.size());
+    if (!grads[0].defined()) return out;
+    auto gy = grads[0].to(packed.scalar_type()).reshape({-1, packed.size(0)});
+    out[0] = at::mm(gy, packed).view(x.sizes());
+    auto gw = weight_grad(gy, x.reshape({-1, x.size(-1)}), saved_dtype(ctx, "w_dtype"));
+    int64_t at_row = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      out[2 + i] = rows.size() == 1 ? gw : gw.narrow(0, at_row, rows[i]);
+      at_row += rows[i];
+    }
+    return out;
   }
 };
+
+// swiglu(gu) @ wcᵀ, wc the compute-dtype copy of `weight` (given, not made here).
+class SwigluDownFn : public torch::autograd::Function<SwigluDownFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gu, const at::Tensor& wc,
+                            const at::Tensor& weight) {
+    auto g = gu.to(wc.scalar_type());
+    ctx->save_for_backward({g, wc});
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    return at::matmul(swiglu_forward(g), wc.t());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &gu = saved[0], &wc = saved[1];
+    const int64_t D = wc.size(0), F = wc.size(1);
+    auto s = swiglu_forward(gu).reshape({-1, F});  // recomputed, not saved
+    auto gy = grads[0].to(wc.scalar_type()).reshape({-1, D});
+    auto gs = at::mm(gy, wc);
+    auto gw = weight_grad(gy, s, saved_dtype(ctx, "w_dtype"));
+    auto ggu = swiglu_backward(gs.view(s.sizes()), gu.reshape({-1, 2 * F})).view(gu.sizes());
+    return {ggu, at::Tensor(), gw};
+  }
+};
+
+std::atomic<uint64_t> g_weights_epoch{1};
 
 }  // namespace
 
@@ -144,9 +202,64 @@ bool expand_kv_heads() {
   static const bool on = env_is("DEEPTHIN_GQA_EXPAND", "1");
   return on;
 }
+std::atomic<bool> g_recompute_swiglu{false};
+void set_recompute_swiglu(bool on) {
+  g_recompute_swiglu = on;
+}
 bool recompute_swiglu() {
-  static const bool on = !env_is("DEEPTHIN_SWIGLU_RECOMPUTE", "0");
+  static const int forced = env_is("DEEPTHIN_SWIGLU_RECOMPUTE", "1")   ? 1
+                            : env_is("DEEPTHIN_SWIGLU_RECOMPUTE", "0") ? 0
+                                                                       : -1;
+  return forced < 0 ? g_recompute_swiglu.load() : forced == 1;
+}
+bool cache_weights() {
+  static const bool on = !env_is("DEEPTHIN_WEIGHT_CACHE", "0");
   return on;
+}
+bool fp32_weight_grad() {
+  static const bool on = !env_is("DEEPTHIN_FP32_WGRAD", "0");
+  return on;
+}
+
+void weights_changed() {
+  ++g_weights_epoch;
+}
+
+void WeightCache::clear() {
+  packed_ = at::Tensor();
+  versions_.clear();
+  ptrs_.clear();
+  epoch_ = 0;
+}
+
+const at::Tensor& WeightCache::get(const std::vector<at::Tensor>& weights, at::ScalarType dtype) {
+  const uint64_t epoch = g_weights_epoch.load();
+  const auto& w0 = weights.front();
+  int64_t rows = 0;
+  for (const auto& w : weights) rows += w.size(0);
+  bool fresh = packed_.defined() && epoch_ == epoch && packed_.scalar_type() == dtype &&
+               packed_.device() == w0.device() && packed_.size(0) == rows &&
+               packed_.size(1) == w0.size(1) && versions_.size() == weights.size();
+  for (size_t i = 0; fresh && i < weights.size(); ++i)
+    fresh = weights[i]._version() == versions_[i] && weights[i].data_ptr() == ptrs_[i];
+  if (fresh) return packed_;
+  at::NoGradGuard no_grad;
+  // Written in place when the shape still fits: a captured CUDA graph keeps reading this buffer.
+  if (!packed_.defined() || packed_.scalar_type() != dtype || packed_.device() != w0.device() ||
+      packed_.size(0) != rows || packed_.size(1) != w0.size(1))
+    packed_ = at::empty({rows, w0.size(1)}, w0.options().dtype(dtype));
+  int64_t at_row = 0;
+  versions_.clear();
+  ptrs_.clear();
+  for (const auto& w : weights) {
+    packed_.narrow(0, at_row, w.size(0)).copy_(w);
+    at_row += w.size(0);
+    versions_.push_back(w._version());
+    ptrs_.push_back(w.data_ptr());
+  }
+  epoch_ = epoch;
+  ++refreshes_;
+  return packed_;
 }
 
 void set_mode(Mode m) {
@@ -195,9 +308,41 @@ at::Tensor swiglu(const at::Tensor& gu) {
   return SwigluFn::apply(gu);
 }
 
-at::Tensor swiglu_down(const at::Tensor& gu, const at::Tensor& down_weight,
+namespace {
+// The compute copy of `weights` stacked: from the cache while training, else made now.
+at::Tensor compute_copy(const std::vector<at::Tensor>& weights, WeightCache& cache,
+                        at::ScalarType compute) {
+  if (cache_weights() && at::GradMode::is_enabled()) return cache.get(weights, compute);
+  at::NoGradGuard no_grad;
+  return (weights.size() == 1 ? weights.front() : at::cat(weights, 0)).to(compute);
+}
+}  // namespace
+
+void add_weight_grad(at::Tensor& acc, const at::Tensor& gy, const at::Tensor& x) {
+  if (direct_fp32_grad(gy, acc.scalar_type())) {
+    try {
+      at::addmm_out(acc, acc, gy.t(), x, at::kFloat);
+      return;
+    } catch (const c10::Error& e) {
+      no_direct_fp32_grad(e);
+    }
+  }
+  if (gy.scalar_type() == acc.scalar_type())
+    acc.addmm_(gy.t(), x);
+  else
+    acc.add_(at::mm(gy.t(), x));
+}
+
+at::Tensor packed_linear(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                         WeightCache& cache, at::ScalarType compute) {
+  TORCH_CHECK(!weights.empty(), "packed_linear: no weights");
+  auto packed = compute_copy(weights, cache, compute);
+  return PackedLinearFn::apply(x.to(compute), packed, at::TensorList(weights));
+}
+
+at::Tensor swiglu_down(const at::Tensor& gu, const at::Tensor& down_weight, WeightCache& cache,
                        at::ScalarType compute) {
-  return SwigluDownFn::apply(gu, down_weight, static_cast<int64_t>(compute));
+  return SwigluDownFn::apply(gu, compute_copy({down_weight}, cache, compute), down_weight);
 }
 
 }  // namespace deepthin::kernels

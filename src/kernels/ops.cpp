@@ -139,12 +139,21 @@ NormForward rms_norm_forward(const at::Tensor& x, const at::Tensor& delta, const
     out.rstd = at::empty({rows}, xc.options().dtype(at::kFloat));
     const bool vec4 = dim % 4 == 0 && aligned(xc, 16) && aligned(dc, 16) && aligned(wc, 16) &&
                       aligned(out.sum, 16) && aligned(out.h, 16);
-    check(cuda::rms_norm_forward(
-              xc.data_ptr(), dtype_of(xc), dc.defined() ? dc.data_ptr() : nullptr,
-              dc.defined() ? dtype_of(dc) : cuda::DType::f32, wc.data_ptr(), dtype_of(wc),
-              dc.defined() ? out.sum.data_ptr() : nullptr, out.h.data_ptr(), dtype_of(out_dtype),
-              out.rstd.data_ptr<float>(), rows, dim, static_cast<float>(eps), vec4, stream()),
-          "rms_norm_forward");
+    const void* dp = dc.defined() ? dc.data_ptr() : nullptr;
+    const auto dt = dc.defined() ? dtype_of(dc) : cuda::DType::f32;
+    void* sp = dc.defined() ? out.sum.data_ptr() : nullptr;
+    if (vec4 && dim <= 1024 && !simple_kernels())
+      check(cuda::rms_norm_forward_cached(xc.data_ptr(), dtype_of(xc), dp, dt, wc.data_ptr(),
+                                          dtype_of(wc), sp, out.h.data_ptr(), dtype_of(out_dtype),
+                                          out.rstd.data_ptr<float>(), rows, dim,
+                                          static_cast<float>(eps), stream()),
+            "rms_norm_forward_cached");
+    else
+      check(cuda::rms_norm_forward(xc.data_ptr(), dtype_of(xc), dp, dt, wc.data_ptr(), dtype_of(wc),
+                                   sp, out.h.data_ptr(), dtype_of(out_dtype),
+                                   out.rstd.data_ptr<float>(), rows, dim, static_cast<float>(eps),
+                                   vec4, stream()),
+            "rms_norm_forward");
     return out;
   }
 #endif

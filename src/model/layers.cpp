@@ -114,7 +114,9 @@ torch::Tensor AttentionImpl::forward_fused(const torch::Tensor& x, const torch::
                                            const torch::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1);
   // One product for q|k|v; the weights stay three parameters (the export layout).
-  auto qkv = at::linear(x, at::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
+  const auto compute = kernels::compute_dtype(x);
+  auto qkv = kernels::packed_linear(x, {q_proj->weight, k_proj->weight, v_proj->weight}, qkv_cache_,
+                                    compute);
   auto [q, k, v] = kernels::rope_split(qkv, cos.to(at::kFloat), sin.to(at::kFloat), n_heads_,
                                        n_kv_heads_, head_dim_);
   bool gqa = n_kv_heads_ != n_heads_;
@@ -125,7 +127,8 @@ torch::Tensor AttentionImpl::forward_fused(const torch::Tensor& x, const torch::
   }
   auto out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
                                               /*enable_gqa=*/gqa);
-  return o_proj(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+  return kernels::packed_linear(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}),
+                                {o_proj->weight}, o_cache_, compute);
 }
 
 MlpImpl::MlpImpl(const config::ModelConfig& cfg) : type_(cfg.ffn.type) {
@@ -150,9 +153,11 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor MlpImpl::forward_fused(const torch::Tensor& x) {
   if (type_ != FfnType::swiglu) return forward(x);
-  auto gu = at::linear(x, at::cat({gate_proj->weight, up_proj->weight}, 0));
-  if (!kernels::recompute_swiglu()) return down_proj(kernels::swiglu(gu));
-  return kernels::swiglu_down(gu, down_proj->weight, kernels::compute_dtype(x));
+  const auto compute = kernels::compute_dtype(x);
+  auto gu = kernels::packed_linear(x, {gate_proj->weight, up_proj->weight}, gu_cache_, compute);
+  if (!kernels::recompute_swiglu())
+    return kernels::packed_linear(kernels::swiglu(gu), {down_proj->weight}, down_cache_, compute);
+  return kernels::swiglu_down(gu, down_proj->weight, down_cache_, compute);
 }
 
 BlockImpl::BlockImpl(const config::ModelConfig& cfg) {

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "config/model_config.h"
+#include "kernels/fused.h"
 
 namespace deepthin::model {
 
@@ -59,6 +60,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;
+  kernels::WeightCache qkv_cache_, o_cache_;  // the fused path's compute copies
 };
 TORCH_MODULE(Attention);
 
@@ -73,6 +75,7 @@ class MlpImpl : public torch::nn::Module {
 
  private:
   config::FfnType type_;
+  kernels::WeightCache gu_cache_, down_cache_;  // the fused path's compute copies
 };
 TORCH_MODULE(Mlp);
 

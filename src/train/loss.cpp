@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "kernels/fused.h"
 #include "kernels/ops.h"
 
 namespace deepthin::train {
@@ -43,10 +44,7 @@ ChunkedLoss chunked_loss(const at::Tensor& hidden, const at::Tensor& weight,
     if (!grads) continue;
     auto grad_rows = out.grad_h.narrow(0, start, n);
     at::mm_out(grad_rows, logits, w);  // the logits now hold d loss / d logits
-    if (dtype == at::kFloat)
-      out.grad_w.addmm_(logits.t(), h);
-    else
-      out.grad_w.add_(at::mm(logits.t(), h));
+    kernels::add_weight_grad(out.grad_w, logits, h);
   }
   out.total = out.total * inv_count.squeeze();
   return out;

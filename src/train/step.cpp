@@ -88,6 +88,7 @@ void configure_for_training(model::Decoder& model, const config::TrainConfig& tc
   kernels::configure_attention_from_env();
   kernels::set_mode(tc.kernels == config::KernelChoice::reference ? kernels::Mode::reference
                                                                   : kernels::Mode::auto_);
+  kernels::set_recompute_swiglu(tc.swiglu_recompute);
   const size_t L = model->schedule().size();
   std::vector<bool> plan;
   switch (tc.activation_checkpointing) {
@@ -195,9 +196,12 @@ void TrainStep::drop_grads() {
 
 StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                           bool stop_requested, bool time_teacher) {
-  if (launch_ == Launch::eager)
-    return run_eager(next_batch, lr, step, stop_requested, time_teacher);
-  return run_on_device(next_batch, lr, stop_requested);
+  auto r = launch_ == Launch::eager ? run_eager(next_batch, lr, step, stop_requested, time_teacher)
+                                    : run_on_device(next_batch, lr, stop_requested);
+  // The weights moved where no version counter sees it (a graph replay, NCCL gathers): the fused
+  // path's weight copies are made again at the next forward.
+  kernels::weights_changed();
+  return r;
 }
 
 TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(int64_t)>& batch,
