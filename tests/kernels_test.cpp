@@ -355,7 +355,10 @@ TEST(FusedPath, WeightCacheFollowsEveryChange) {
   kernels::weights_changed();  // ... is seen once the step says so
   expect_copy(at::kFloat, 3, "weights_changed");
   EXPECT_EQ(cache.get({w1, w2}, at::kFloat)[4][1].item<float>(), 42.0f);
-  w1 = w1.detach().clone().requires_grad_(true);  // new storage
+  {
+    at::NoGradGuard no_grad;
+    w1.set_data(w1.detach().clone());  // new storage, the same version counter (as Module::to)
+  }
   expect_copy(at::kFloat, 4, "new storage");
   expect_copy(at::kBFloat16, 5, "another dtype");
   kernels::WeightCache copied = cache;  // a cloned module must not share the buffer
@@ -389,7 +392,6 @@ TEST(FusedPath, PackedLinearMatchesLinear) {
       got.backward(go);
       EXPECT_LT(rel_err(x.grad(), want_g[0]), tol);
       for (size_t i = 0; i < ws.size(); ++i) {
-        EXPECT_EQ(ws[i].grad().scalar_type(), at::kFloat);
         EXPECT_EQ(ws[i].grad().sizes(), ws[i].sizes());
         EXPECT_LT(rel_err(ws[i].grad(), want_g[1 + i]), tol) << "weight " << i;
       }

@@ -101,22 +101,24 @@ class SwigluFn : public torch::autograd::Function<SwigluFn> {
 // gyᵀ · x, the gradient of a weight used as x @ wᵀ, in the weight's dtype: on CUDA a bf16 / fp16
 // product writes fp32 directly (cuBLAS accumulates in fp32 either way; this skips a rounding to
 // bf16, a copy and a cast kernel). A torch without that overload falls back to the cast, once.
-std::atomic<bool> g_direct_fp32_grad{true};
-bool direct_fp32_grad(const at::Tensor& gy, at::ScalarType w_dtype) {
+// Whether the fp32-output products work here; one flag each for mm and addmm, switched off (with a
+// warning) the first time the overload is refused.
+std::atomic<bool> g_direct_mm{true}, g_direct_addmm{true};
+bool direct_fp32_grad(const at::Tensor& gy, at::ScalarType w_dtype, const std::atomic<bool>& ok) {
   return gy.is_cuda() && w_dtype == at::kFloat && gy.scalar_type() != at::kFloat &&
-         fp32_weight_grad() && g_direct_fp32_grad.load();
+         fp32_weight_grad() && ok.load();
 }
-void no_direct_fp32_grad(const c10::Error& e) {
-  g_direct_fp32_grad = false;
-  TORCH_WARN("fp32 weight gradients from bf16 products are not available here (",
+void no_direct_fp32_grad(std::atomic<bool>& ok, const char* op, const c10::Error& e) {
+  ok = false;
+  TORCH_WARN("fp32 results from bf16 products (", op, ") are not available here (",
              e.what_without_backtrace(), "); casting instead");
 }
 at::Tensor weight_grad(const at::Tensor& gy, const at::Tensor& x, at::ScalarType w_dtype) {
-  if (direct_fp32_grad(gy, w_dtype)) {
+  if (direct_fp32_grad(gy, w_dtype, g_direct_mm)) {
     try {
       return at::mm(gy.t(), x, at::kFloat);
     } catch (const c10::Error& e) {
-      no_direct_fp32_grad(e);
+      no_direct_fp32_grad(g_direct_mm, "mm", e);
     }
   }
   return at::mm(gy.t(), x).to(w_dtype);
@@ -319,12 +321,12 @@ at::Tensor compute_copy(const std::vector<at::Tensor>& weights, WeightCache& cac
 }  // namespace
 
 void add_weight_grad(at::Tensor& acc, const at::Tensor& gy, const at::Tensor& x) {
-  if (direct_fp32_grad(gy, acc.scalar_type())) {
+  if (direct_fp32_grad(gy, acc.scalar_type(), g_direct_addmm)) {
     try {
       at::addmm_out(acc, acc, gy.t(), x, at::kFloat);
       return;
     } catch (const c10::Error& e) {
-      no_direct_fp32_grad(e);
+      no_direct_fp32_grad(g_direct_addmm, "addmm", e);
     }
   }
   if (gy.scalar_type() == acc.scalar_type())
