@@ -150,7 +150,7 @@ class PackedLinearFn : public torch::autograd::Function<PackedLinearFn> {
     auto gw = weight_grad(gy, x.reshape({-1, x.size(-1)}), saved_dtype(ctx, "w_dtype"));
     int64_t at_row = 0;
     for (size_t i = 0; i < rows.size(); ++i) {
-      out[2 + i] = rows.size() == 1 ? gw : gw.narrow(0, at_row, rows[i]);
+      out[2 + i] = gw.narrow(0, at_row, rows[i]);
       at_row += rows[i];
     }
     return out;
@@ -239,17 +239,16 @@ const at::Tensor& WeightCache::get(const std::vector<at::Tensor>& weights, at::S
   const auto& w0 = weights.front();
   int64_t rows = 0;
   for (const auto& w : weights) rows += w.size(0);
-  bool fresh = packed_.defined() && epoch_ == epoch && packed_.scalar_type() == dtype &&
-               packed_.device() == w0.device() && packed_.size(0) == rows &&
-               packed_.size(1) == w0.size(1) && versions_.size() == weights.size();
+  // The buffer still fits: it is written in place (a captured CUDA graph keeps reading it).
+  const bool fits = packed_.defined() && packed_.scalar_type() == dtype &&
+                    packed_.device() == w0.device() && packed_.size(0) == rows &&
+                    packed_.size(1) == w0.size(1);
+  bool fresh = fits && epoch_ == epoch && versions_.size() == weights.size();
   for (size_t i = 0; fresh && i < weights.size(); ++i)
     fresh = weights[i]._version() == versions_[i] && weights[i].data_ptr() == ptrs_[i];
   if (fresh) return packed_;
   at::NoGradGuard no_grad;
-  // Written in place when the shape still fits: a captured CUDA graph keeps reading this buffer.
-  if (!packed_.defined() || packed_.scalar_type() != dtype || packed_.device() != w0.device() ||
-      packed_.size(0) != rows || packed_.size(1) != w0.size(1))
-    packed_ = at::empty({rows, w0.size(1)}, w0.options().dtype(dtype));
+  if (!fits) packed_ = at::empty({rows, w0.size(1)}, w0.options().dtype(dtype));
   int64_t at_row = 0;
   versions_.clear();
   ptrs_.clear();
