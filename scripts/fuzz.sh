@@ -27,7 +27,7 @@ targets=("$@")
 # Seeds: the repository's configs and experiments (base: paths made absolute, so that they resolve
 # from the fuzzers' scratch directory), a tiny initialised model, hand-made shards and manifests.
 S=$F/seeds
-rm -rf "$S" && mkdir -p "$S"/{fuzz_config,fuzz_experiment,fuzz_json,fuzz_safetensors,fuzz_shards,fuzz_tokens}
+rm -rf "$S" && mkdir -p "$S"/{fuzz_config,fuzz_experiment,fuzz_json,fuzz_safetensors,fuzz_shards,fuzz_tokens,fuzz_paths,fuzz_tasks}
 python3 - "$S" <<'PY'
 import glob, os, re, sys
 s = sys.argv[1]
@@ -73,6 +73,24 @@ put("fuzz_shards", "manifest", b"\1" + json.dumps(manifest).encode())
 put("fuzz_json", "manifest.json", json.dumps(manifest).encode())
 put("fuzz_tokens", "lines", b"1 2 3 4\n\n31999 0 7\n  5\t6  \n")
 put("fuzz_tokens", "bad", b"1 2 x\n-3 4\n99999999999999999999 1\n")
+for i, name in enumerate([b"run_1", b"../x", b"a/b", b"..", b".", b"x" * 129, b"\xc3\xa9t\xc3\xa9", b"\xff"]):
+    put("fuzz_paths", f"name{i}", b"\0" + name)
+for i, (flags, out) in enumerate([(1, b"model"), (0, b"model"), (3, b"model.gguf"), (1, b"run"),
+                                  (3, b"notes.txt"), (1, b"fifo"), (1, b"new/x"), (1, b"model/../model")]):
+    put("fuzz_paths", f"out{i}", b"\1" + bytes([flags]) + out)
+tasks = ["arc_easy", "arc_challenge", "boolq", "piqa", "siqa", "hellaswag", "openbookqa", "winogrande"]
+lines = {
+    "arc_easy": {"question": "Why?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"},
+    "boolq": {"passage": "\u00a0P ", "question": "q", "label": 1},
+    "piqa": {"goal": "g", "sol1": "", "sol2": "s", "label": 0},
+    "siqa": {"context": "c", "question": "q", "answerA": "a", "answerB": "b", "answerC": "c", "label": " 2"},
+    "hellaswag": {"activity_label": "A", "ctx_a": "x [y] z", "ctx_b": "\u00c9COLE \u03a3", "endings": ["e [title] f", "\u3000g"], "label": "1"},
+    "openbookqa": {"question_stem": "s\u00a0", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "\u00a0A"},
+    "winogrande": {"sentence": "The _ is \u2028here.", "option1": "x", "option2": "y", "answer": "2"},
+}
+for i, t in enumerate(tasks):
+    line = lines.get(t, lines["arc_easy"])
+    put("fuzz_tasks", t, bytes([i]) + (json.dumps(line, ensure_ascii=False) + "\n").encode())
 PY
 
 run_target() {

@@ -312,6 +312,13 @@ TEST(ExportCli, BadInputIsRefusedCleanly) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("exists; pass --force"), std::string::npos) << r.err;
   EXPECT_EQ(test::read_text(out), "precious");
+  // --force replaces an earlier export of the format, never a file deepthin did not write.
+  r = test::run_cli("export " + m.string() + " --format gguf --out " + out + " --force");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("is not a GGUF file"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read_text(out), "precious");
+  fs::remove(out);
+  ASSERT_EQ(test::run_cli("export " + m.string() + " --format gguf --out " + out).status, 0);
   r = test::run_cli("export " + m.string() + " --format gguf --out " + out + " --force");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(test::read_text(out).substr(0, 4), "GGUF");

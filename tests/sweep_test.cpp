@@ -177,7 +177,7 @@ TEST_F(SweepTest, BadExperimentsSayWhereAndWhat) {
   expect_error("base: base.yaml\nseeds: [.inf]\n", "must be");
   // Also by fuzzing: a budget of 16e25 parameters overflowed the solver's FFN width.
   expect_error("base: base.yaml\nbudget: {params: 16e25, depths: [4, 12]}\n", "params <= 1e13");
-  expect_error("base: base.yaml\nbudget: {params: nan, depths: [4]}\n", "params <= 1e13");
+  expect_error("base: base.yaml\nbudget: {params: nan, depths: [4]}\n", "'params' must be a number, got 'nan'");
   expect_error("base: base.yaml\nbudget: {params: 1e6, depths: [5000]}\n", "at most 4096");
 }
 

@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <cmath>
 #include <cstdint>
 
 #include <cstdio>
@@ -117,13 +118,24 @@ int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t lo, int
   return v;
 }
 
-double Args::get_double(const std::string& name, double fallback) const {
+double Args::get_double(const std::string& name, double fallback, double lo, double hi,
+                        bool lo_open) const {
   auto v = maybe(name);
   if (!v) return fallback;
   auto parsed = parse_double(*v);
   if (!parsed)
     fail_input("deepthin " + command_ + ": --" + name + " expects a number, got '" + *v + "'");
-  return *parsed;
+  const double d = *parsed;
+  if (!std::isfinite(d) || (lo_open ? d <= lo : d < lo) || d > hi) {
+    auto num = [](double x) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", x);
+      return std::string(buf);
+    };
+    fail_input("deepthin " + command_ + ": --" + name + " must be a finite number " +
+               (lo_open ? "> " : ">= ") + num(lo) + " and <= " + num(hi) + ", got '" + *v + "'");
+  }
+  return d;
 }
 
 std::string Args::help() const {

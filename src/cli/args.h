@@ -34,7 +34,10 @@ class Args {
   int64_t get_int(const std::string& name, int64_t fallback) const;
   // The same, range-checked: an input error naming the option when outside [lo, hi].
   int64_t get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) const;
-  double get_double(const std::string& name, double fallback) const;
+  // A finite number in [lo, hi] (or (lo, hi] with lo_open): an input error naming the option for
+  // anything else, NaN and ±inf included.
+  double get_double(const std::string& name, double fallback, double lo, double hi,
+                    bool lo_open = false) const;
   std::string help() const;
 
  private:

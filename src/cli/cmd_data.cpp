@@ -68,7 +68,7 @@ int prepare(const Argv& argv) {
   if (!args.has("out")) fail_input("deepthin data prepare: --out DIR is required");
   o.out = args.get("out");
   o.text_field = args.get("text-field", "text");
-  o.val_fraction = args.get_double("val-fraction", 0.0);
+  o.val_fraction = args.get_double("val-fraction", 0.0, 0.0, 0.999999);
   o.threads = static_cast<int>(args.get_int("threads", 2, 1, 1024));
   o.shard_tokens = args.get_int("shard-tokens", 100'000'000, 1, INT64_MAX);
   o.vocab_size = args.get_int("vocab-size", 0, 0, 1LL << 32);

@@ -1,5 +1,6 @@
 // deepthin eval RUN_OR_DIR --tasks LIST --data DIR | --perplexity TOKENS  [options]
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json_io.h"
+#include "util/paths.h"
 #include "util/log.h"
 #include "util/strings.h"
 
@@ -132,6 +134,14 @@ int run_eval(const Argv& argv) {
 
   const fs::path arg_dir = args.positional(0);
   const fs::path dir = train::model_dir_of(arg_dir, "deepthin eval");
+  // --json FILE replaces only an earlier result of deepthin eval (never a file it did not write).
+  if (args.has("json"))
+    check_output(args.get("json"),
+                 OutputKind{"a deepthin eval result", false, {}, "",
+                            [](const fs::path& p) {
+                              return read_prefix(p, 16).rfind("{\n \"model\":", 0) == 0;
+                            }},
+                 OutputRules{"deepthin eval", "--json", /*force=*/true, {dir, arg_dir}});
   const bool is_run = fs::is_directory(arg_dir / "checkpoints");
   // Tasks are read (and checked) before the model is loaded.
   std::vector<eval::Task> tasks;
@@ -212,6 +222,10 @@ int run_eval(const Argv& argv) {
         fail_input(args.get("perplexity") + " holds token id " + std::to_string(t) +
                    " but model.vocab_size is " + std::to_string(loaded.config.model.vocab_size));
     auto r = eval::sliding_perplexity(loaded.model, tokens, o);
+    if (!std::isfinite(r.nll) || !std::isfinite(r.ppl))
+      fail_runtime("deepthin eval: the perplexity of " + dir.string() + " is not finite (NLL " +
+                   std::to_string(r.nll) +
+                   "): the model's weights or its precision overflow; nothing is written");
     std::printf("perplexity %.4f (mean NLL %.5f nats) over %s tokens in %lld windows, %.1f s%s\n",
                 r.ppl, r.nll, group_digits(r.tokens).c_str(), static_cast<long long>(r.windows),
                 r.seconds,

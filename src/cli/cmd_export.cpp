@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "util/error.h"
 #include "util/json_io.h"
+#include "util/paths.h"
 
 namespace deepthin::cli {
 
@@ -76,17 +77,19 @@ int run_export(const Argv& argv) {
   if (format == "hf" && quant != "fp32" && quant != "bf16")
     fail_input("deepthin export: --quant for --format hf is fp32 or bf16, not '" + quant + "'");
   std::error_code ec;
-  if (fs::exists(out, ec) && !args.has("force"))
-    fail_input("deepthin export: " + out.string() + " exists; pass --force to replace it");
-  if (!out.parent_path().empty() && !fs::is_directory(out.parent_path(), ec))
-    fail_input("deepthin export: the directory of --out, " + out.parent_path().string() +
-               ", does not exist");
-
   const fs::path dir = train::model_dir_of(args.positional(0), "deepthin export");
+  const fs::path tokenizer = find_tokenizer(args, dir);
+  // --out may replace only an earlier export of the same format (util/paths.h), never the model
+  // being read, a run, or a file deepthin did not write.
+  check_output(out,
+               format == "gguf"   ? exports::gguf_output()
+               : format == "hf" ? exports::hf_dir_output()
+                                  : exports::pte_output(),
+               OutputRules{"deepthin export", "--out", args.has("force"),
+                           {dir, args.positional(0), tokenizer}});
   auto loaded = exports::load_model_dir(dir);
   const auto& m = loaded.config.model;
   const bool shared = m.layer_sharing.repeats > 1;
-  const fs::path tokenizer = find_tokenizer(args, dir);
 
   Json report = Json::object();
   report["format"] = format;
@@ -98,8 +101,6 @@ int run_export(const Argv& argv) {
     if (tokenizer.empty())
       fail_input("deepthin export: a GGUF file embeds the tokenizer, and " + dir.string() +
                  " holds no tokenizer.model; pass --tokenizer FILE");
-    if (fs::is_directory(out, ec))
-      fail_input("deepthin export: " + out.string() + " is a directory");
     const std::string name =
         args.get("name", fs::absolute(dir).lexically_normal().filename().string());
     auto r = exports::write_gguf(out, loaded, tokenizer, exports::parse_gguf_type(quant), name);

@@ -49,24 +49,30 @@ int run_generate(const Argv& argv) {
                std::to_string(loaded.config.model.vocab_size));
   eval::SampleOptions o;
   o.max_new_tokens = args.get_int("max-new-tokens", 64, 0, INT64_MAX);
-  o.temperature = args.get_double("temperature", 0.8);
+  o.temperature = args.get_double("temperature", 0.8, 0.0, 1e4);
   o.top_k = args.get_int("top-k", 0, 0, INT64_MAX);
-  o.top_p = args.get_double("top-p", 1.0);
+  o.top_p = args.get_double("top-p", 1.0, 0.0, 1.0, /*lo_open=*/true);
   o.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT64_MAX));
   o.stop_id = tok.eos_id();
   o.use_cache = !args.has("no-cache");
   o.precision = train::parse_precision(args.get("precision", "fp32"));
-  if (o.temperature < 0 || o.top_p <= 0 || o.top_p > 1 || o.top_k < 0 || o.max_new_tokens < 0)
-    fail_input(
-        "deepthin generate: need temperature >= 0, 0 < top-p <= 1, top-k >= 0, max-new-tokens >= "
-        "0");
   auto device = train::parse_device(args.get("device", "cpu"));
   loaded.model->to(device);
   loaded.model->eval();
   std::string prompt = args.get("prompt", "");
   std::vector<int64_t> ids{tok.bos_id()};
   for (int32_t t : tok.encode(prompt)) ids.push_back(t);
+  const int64_t window = loaded.config.model.max_seq_len;
+  if (static_cast<int64_t>(ids.size()) >= window)
+    fail_input("deepthin generate: the prompt is " + std::to_string(ids.size()) +
+               " tokens with BOS, and the model's window (model.max_seq_len) is " +
+               std::to_string(window) + ": no token can follow it; shorten the prompt to at most " +
+               std::to_string(window - 2) + " tokens");
   auto out = eval::generate(loaded.model, ids, o);
+  const bool stopped = !out.empty() && out.back() == tok.eos_id();
+  if (!stopped && static_cast<int64_t>(out.size()) < o.max_new_tokens)
+    log::warn("generated {} of the {} tokens asked for: the model's window of {} tokens is full",
+              out.size(), o.max_new_tokens, window);
   std::vector<int32_t> all(ids.begin() + 1, ids.end());
   for (int64_t t : out)
     if (t != tok.eos_id()) all.push_back(static_cast<int32_t>(t));

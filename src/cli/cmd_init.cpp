@@ -11,6 +11,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/paths.h"
 #include "util/strings.h"
 
 namespace deepthin::cli {
@@ -37,9 +38,8 @@ int run_init(const Argv& argv) {
   std::string dtype = args.get("dtype", "fp32");
   if (dtype != "fp32" && dtype != "bf16")
     fail_input("deepthin init: --dtype must be fp32 or bf16, got '" + dtype + "'");
-  std::error_code ec;
-  if (fs::exists(out, ec) && !args.has("force"))
-    fail_input("deepthin init: " + out.string() + " already exists; pass --force to replace it");
+  check_output(out, exports::model_dir_output(),
+               OutputRules{"deepthin init", "--out", args.has("force"), {args.positional(0)}});
 
   train::check_memory_fits(cfg, c10::Device(c10::kCPU), /*training=*/false, 1, "deepthin init");
   model::Decoder m(cfg.model);

@@ -1,4 +1,5 @@
 // deepthin score DIR --tokens FILE [--device D] [--precision fp32|bf16]
+#include <cmath>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -35,6 +36,11 @@ int run_score(const Argv& argv) {
   Json seqs = Json::array();
   for (const auto& seq : sequences) {
     auto s = eval::score_sequence(loaded.model, seq, precision);
+    if (!std::isfinite(s.sum))
+      fail_runtime("deepthin score: sequence " + std::to_string(seqs.size() + 1) + " of " +
+                   args.get("tokens") + " has a non-finite log-probability (" +
+                   std::to_string(s.sum) +
+                   "): the model's precision overflows; nothing is written");
     Json j = Json::object();
     j["n_tokens"] = static_cast<int64_t>(seq.size());
     Json lp = Json::array();

@@ -31,13 +31,15 @@ int train(const Argv& argv) {
              {"text-field", "NAME", "JSONL field holding the text (default text)"},
              {"max-sentences", "N", "Sentences sampled for training (default 2000000)"},
              {"threads", "N", "Trainer threads (default 2)"},
-             {"out", "DIR", "Output directory (tokenizer.model, tokenizer.vocab)"}});
+             {"out", "DIR", "Output directory (tokenizer.model, tokenizer.vocab)"},
+             {"force", "", "Replace a tokenizer.model and tokenizer.vocab written in DIR before"}});
   if (!args.parse(argv)) return 0;
   data::TokenizerTrainOptions o;
   o.inputs = args.all("input");
   if (o.inputs.empty()) fail_input("deepthin tokenizer train: --input is required");
   if (!args.has("out")) fail_input("deepthin tokenizer train: --out DIR is required");
   o.out_dir = args.get("out");
+  o.force = args.has("force");
   o.vocab_size = args.get_int("vocab-size", 32000, 8, 1LL << 31);
   std::string type = args.get("model-type", "bpe");
   if (type != "bpe" && type != "unigram")

@@ -1,10 +1,21 @@
 #include "config/train_config.h"
 
+#include "util/paths.h"
+
 namespace deepthin::config {
 
 void RunConfig::visit(Visitor& v) {
   v.field("name", name, "Run name; empty means the config file's name without extension");
   v.field("root", root, "Directory that holds runs; a run writes <root>/<name>/");
+}
+
+void RunConfig::check(const Checker& c) const {
+  if (name.empty()) return;
+  const std::string why = path_component_problem(name);
+  c.require(why.empty(), "name",
+            "'" + name.substr(0, 80) + "' is not a valid run name: " + why +
+                " (a run name is one directory name under run.root: 1-128 bytes, no '/', '\\', "
+                "control characters, '.' or '..')");
 }
 
 void DataConfig::visit(Visitor& v) {

@@ -15,6 +15,7 @@ struct RunConfig : Section {
   std::string name;           // "" → the config file's stem
   std::string root = "runs";  // runs land in <root>/<name>/
   void visit(Visitor& v) override;
+  void check(const Checker& c) const override;  // name: one path component
 };
 
 struct DataConfig : Section {

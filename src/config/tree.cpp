@@ -56,11 +56,20 @@ namespace {
 constexpr uintmax_t kMaxConfigBytes = 4u << 20;
 constexpr int kMaxDepth = 64;
 constexpr int64_t kMaxNodes = 1'000'000;
+constexpr int64_t kMaxExpandedBytes = 64 << 20;  // text of all scalars and keys, aliases expanded
 constexpr size_t kMaxBaseChain = 32;
 
 struct ConvertState {
   const std::string& file;
   int64_t nodes = 0;
+  int64_t bytes = 0;
+  void count_bytes(size_t n, const Source& at) {
+    bytes += static_cast<int64_t>(n);
+    if (bytes > kMaxExpandedBytes)
+      fail_input(at.str() + ": " + file + " expands to more than " +
+                 std::to_string(kMaxExpandedBytes >> 20) +
+                 " MiB of text once its aliases are expanded; a config is a few kilobytes");
+  }
 };
 
 Node convert(const YAML::Node& y, ConvertState& st, int depth) {
@@ -83,6 +92,7 @@ Node convert(const YAML::Node& y, ConvertState& st, int depth) {
       n.kind = Node::Kind::scalar;
       n.scalar = y.Scalar();
       n.quoted = y.Tag() == "!";
+      st.count_bytes(n.scalar.size(), n.source);
       break;
     case YAML::NodeType::Sequence:
       n.kind = Node::Kind::sequence;
@@ -97,6 +107,7 @@ Node convert(const YAML::Node& y, ConvertState& st, int depth) {
                      std::to_string(km.column + 1) + ": keys must be plain names");
         }
         std::string key = kv.first.Scalar();
+        st.count_bytes(key.size(), n.source);
         if (n.find(key)) {
           YAML::Mark km = kv.first.Mark();
           fail_input(file + ":" + std::to_string(km.line + 1) + ":" +

@@ -13,6 +13,7 @@
 #include "util/fs.h"
 #include "util/json_io.h"
 #include "util/log.h"
+#include "util/paths.h"
 #include "util/strings.h"
 
 namespace deepthin::data {
@@ -100,6 +101,14 @@ class SplitWriter {
 
 }  // namespace
 
+OutputKind dataset_output() {
+  return {"a prepared dataset", true, {"manifest.json", "train_*.bin", "val_*.bin"},
+          "manifest.json", [](const std::filesystem::path& dir) {
+            return read_prefix(dir / "manifest.json", 4096).find("\"deepthin-shards\"") !=
+                   std::string::npos;
+          }};
+}
+
 PrepareResult prepare_dataset(const PrepareOptions& opts,
                               const std::function<void(const PrepareProgress&)>& progress) {
   using Clock = std::chrono::steady_clock;
@@ -123,9 +132,10 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   } else if (vocab <= 0) {
     fail_input("jsonl-tokens input needs --tokenizer or --vocab-size to check token ids");
   }
-  std::error_code ec;
-  if (std::filesystem::exists(opts.out, ec) && !opts.force)
-    fail_input(opts.out.string() + " already exists; pass --force to replace it");
+  OutputRules rules{"deepthin data prepare", "--out", opts.force, {}};
+  for (const auto& f : files) rules.inputs.push_back(f);
+  if (!opts.tokenizer.empty()) rules.inputs.push_back(opts.tokenizer);
+  check_output(opts.out, dataset_output(), rules);
 
   const int bytes = vocab <= 65536 ? 2 : 4;
   const bool frame = opts.format != InputFormat::jsonl_tokens;

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "util/paths.h"
+
 namespace deepthin::data {
 
 enum class InputFormat { text, jsonl, jsonl_tokens };
@@ -45,6 +47,10 @@ struct PrepareResult {
   int train_shards = 0, val_shards = 0;
   double seconds = 0;
 };
+
+// What prepare_dataset writes, for --force (util/paths.h): a manifest.json of format
+// deepthin-shards and train_*/val_* shards, nothing else.
+OutputKind dataset_output();
 
 PrepareResult prepare_dataset(const PrepareOptions& opts,
                               const std::function<void(const PrepareProgress&)>& progress = {});

@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/paths.h"
 
 namespace deepthin::data {
 
@@ -151,7 +154,10 @@ std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path,
     if (!s) fail_input(mpath.string() + ": the dataset has no '" + split + "' split");
     for (const auto& sh :
          json::as_array(json::at(*s, "shards", mpath.string()), mpath.string() + " shards")) {
-      auto f = std::filesystem::path(path) / json::as_string(json::at(sh, "file", mpath.string()));
+      const std::string name = json::as_string(json::at(sh, "file", mpath.string()));
+      // Shards live beside their manifest: a name with a separator or ".." would read elsewhere.
+      check_path_component(name, mpath.string() + ": splits." + split + ".shards[].file");
+      auto f = std::filesystem::path(path) / name;
       files.push_back(f);
     }
     ds->description_ = path + " [" + split + "]";
@@ -205,12 +211,53 @@ void TokenDataset::read_window(int64_t w, int64_t seq_len, int64_t* out) const {
   fail_runtime("window index out of range");
 }
 
-int64_t TokenDataset::max_token_id() const {
-  if (const Json* m = json::find(manifest_, "max_token_id")) return json::as_int(*m);
-  int64_t mx = 0;
+TokenDataset::TokenScan TokenDataset::scan_tokens() const {
+  // Chunks of every shard, scanned by all cores; each chunk keeps its maximum and where it is.
+  struct Chunk {
+    const Shard* shard;
+    int64_t begin, end;
+    uint32_t max = 0;
+    int64_t at = -1;
+  };
+  std::vector<Chunk> chunks;
+  const int64_t step = int64_t{1} << 24;
   for (const auto& s : shards_)
-    for (int64_t i = 0; i < s->size(); ++i) mx = std::max<int64_t>(mx, s->at(i));
-  return mx;
+    for (int64_t b = 0; b < s->size(); b += step)
+      chunks.push_back({s.get(), b, std::min(s->size(), b + step)});
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t c = next++; c < chunks.size(); c = next++) {
+      Chunk& k = chunks[c];
+      uint32_t mx = 0;
+      for (int64_t i = k.begin; i < k.end; ++i) mx = std::max(mx, k.shard->at(i));
+      for (int64_t i = k.begin; i < k.end && k.at < 0; ++i)
+        if (k.shard->at(i) == mx) k.at = i;
+      k.max = mx;
+    }
+  };
+  const unsigned n = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                                     static_cast<unsigned>(chunks.size())));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < n; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  TokenScan out;
+  for (const auto& k : chunks)
+    if (static_cast<int64_t>(k.max) > out.max_id) {
+      out.max_id = k.max;
+      out.shard = k.shard->path();
+      out.position = k.at;
+    }
+  return out;
+}
+
+void TokenDataset::check_vocab(int64_t vocab_size, const std::string& what) const {
+  const TokenScan s = scan_tokens();
+  if (s.max_id >= vocab_size)
+    fail_input(s.shard.string() + " holds token id " + std::to_string(s.max_id) + " (token " +
+               std::to_string(s.position) + " of the shard), but " + what + " is " +
+               std::to_string(vocab_size) + ": the data were prepared for a larger vocabulary (" +
+               description_ + ")");
 }
 
 double TokenDataset::unigram_entropy() const {

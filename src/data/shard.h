@@ -69,7 +69,18 @@ class TokenDataset {
   // Window w's seq_len + 1 tokens, as int64, into out.
   void read_window(int64_t w, int64_t seq_len, int64_t* out) const;
   int64_t total_tokens() const { return total_tokens_; }
-  int64_t max_token_id() const;  // from the manifest when there is one, else scanned
+  // The largest token id the shards really hold (read, in parallel, not taken from the
+  // manifest's claim), with the shard and position where it first occurs.
+  struct TokenScan {
+    int64_t max_id = -1;
+    std::filesystem::path shard;
+    int64_t position = -1;
+  };
+  TokenScan scan_tokens() const;
+  int64_t max_token_id() const { return scan_tokens().max_id; }
+  // Input error naming the shard, the id and the vocabulary when an id is >= vocab_size; `what`
+  // names the consumer ("model.vocab_size", "the model in DIR").
+  void check_vocab(int64_t vocab_size, const std::string& what) const;
   // Entropy of the split's own token distribution, in nats per token: the loss of the best unigram
   // model of this data, the baseline a trained model must beat.
   double unigram_entropy() const;

@@ -4,12 +4,15 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <unistd.h>
+
 #include <fstream>
 
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json_io.h"
 #include "util/log.h"
+#include "util/paths.h"
 
 namespace deepthin::data {
 
@@ -232,8 +235,41 @@ std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts) {
         "tokenizer vocab size must be at least 259 (3 specials + 256 byte-fallback pieces), got " +
         std::to_string(opts.vocab_size));
   auto files = expand_inputs(opts.inputs);
-  std::filesystem::create_directories(opts.out_dir);
-  const auto prefix = (opts.out_dir / "tokenizer").string();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(opts.out_dir, ec);
+  if (!fs::is_directory(opts.out_dir, ec))
+    fail_input("deepthin tokenizer train: --out " + opts.out_dir.string() +
+               " is not a directory and cannot be created");
+  const fs::path model_file = opts.out_dir / "tokenizer.model";
+  const fs::path vocab_file = opts.out_dir / "tokenizer.vocab";
+  OutputRules rules{"deepthin tokenizer train", "--out", opts.force, {}};
+  for (const auto& f : files) rules.inputs.push_back(f);
+  check_output(model_file,
+               OutputKind{"a SentencePiece model", false, {}, "",
+                          [](const fs::path& p) {
+                            sentencepiece::SentencePieceProcessor sp;
+                            return sp.Load(p.string()).ok();
+                          }},
+               rules);
+  check_output(vocab_file,
+               OutputKind{"a SentencePiece vocabulary", false, {}, "",
+                          [](const fs::path& p) {
+                            // "piece<TAB>score" lines, as the trainer writes them.
+                            const std::string head = read_prefix(p, 4096);
+                            const auto nl = head.find('\n');
+                            return !head.empty() && head.find('\t') < nl;
+                          }},
+               rules);
+  // The trainer writes under a temporary prefix; the files are renamed into place at the end.
+  const auto prefix = (opts.out_dir / (".tokenizer.tmp." + std::to_string(::getpid()))).string();
+  struct Cleanup {
+    std::string prefix;
+    ~Cleanup() {
+      ::unlink((prefix + ".model").c_str());
+      ::unlink((prefix + ".vocab").c_str());
+    }
+  } cleanup{prefix};
   std::string args =
       "--model_prefix=" + prefix + " --vocab_size=" + std::to_string(opts.vocab_size) +
       " --model_type=" + (opts.model_type == TokenizerModel::bpe ? "bpe" : "unigram") +
@@ -255,7 +291,14 @@ std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts) {
   if (trained.vocab_size() != opts.vocab_size)
     log::warn("the input supports only {} pieces; the tokenizer has {} instead of the {} asked for",
               trained.vocab_size(), trained.vocab_size(), opts.vocab_size);
-  return prefix + ".model";
+  fsync_path(prefix + ".model");
+  fsync_path(prefix + ".vocab");
+  fs::rename(prefix + ".vocab", vocab_file, ec);
+  if (!ec) fs::rename(prefix + ".model", model_file, ec);
+  if (ec) fail_runtime("cannot move the trained tokenizer into " + opts.out_dir.string() + ": " +
+                       ec.message());
+  fsync_path(opts.out_dir);
+  return model_file;
 }
 
 }  // namespace deepthin::data

@@ -63,10 +63,13 @@ struct TokenizerTrainOptions {
   int64_t max_sentences = 2000000;  // sampled from the input when there are more
   int threads = 2;
   std::filesystem::path out_dir;  // receives tokenizer.model and tokenizer.vocab
+  bool force = false;             // replace a tokenizer.model / .vocab written there before
 };
 
 // Trains with byte fallback, digits split, identity normalisation, whitespace kept, and LLaMA's
-// special ids: unk 0, bos 1, eos 2, no pad. Returns the path of the written .model.
+// special ids: unk 0, bos 1, eos 2, no pad. Returns the path of the written .model. Existing files
+// are replaced only with `force`, and only when they are a SentencePiece model and vocabulary; the
+// new files appear together, renamed into place once training succeeded.
 std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts);
 
 // Expands files and glob patterns: each pattern's matches sorted, patterns in the given order.

@@ -12,6 +12,9 @@ namespace {
 
 int64_t sample(const at::Tensor& logits_row, const SampleOptions& o, at::Generator& gen) {
   auto logits = logits_row.to(at::kFloat).cpu();
+  if (!at::isfinite(logits).all().item<bool>())
+    fail_runtime("generate: the model produced non-finite logits (NaN or ±inf); its weights or "
+                 "the precision overflow, so nothing can be sampled");
   if (o.temperature <= 0) return logits.argmax().item<int64_t>();
   logits = logits / o.temperature;
   if (o.top_k > 0 && o.top_k < logits.size(0)) {

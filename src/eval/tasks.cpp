@@ -9,6 +9,8 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json_io.h"
+#include "util/strings.h"
+#include "util/unicode.h"
 
 namespace deepthin::eval {
 
@@ -39,16 +41,28 @@ struct Doc {
     }
     return out;
   }
-  // An integer label given as a number, a numeric string or a boolean (BoolQ dumps differ).
-  int64_t integer(const std::string& key) const {
+  // An integer label. JSON integers and booleans everywhere (BoolQ dumps differ); numeric strings
+  // only where lm-eval itself turns a string into a number: SIQA's "{{ (label|int) - 1 }}"
+  // (Jinja's int(), which strips whitespace) and HellaSwag's "{{label}}" (str.isdigit, then
+  // literal_eval). For BoolQ and PIQA lm-eval would match a string label against the choice
+  // texts instead, so a string there is refused rather than scored differently.
+  enum class Strings { refused, digits, int_filter };
+  int64_t integer(const std::string& key, Strings strings = Strings::refused) const {
     const Json& v = field(key);
     if (v.is_number_integer()) return json::as_int(v);
     if (v.is_boolean()) return json::as_bool(v) ? 1 : 0;
-    if (v.is_string()) {
-      const std::string& s = json::as_string(v);
-      if (!s.empty() && std::all_of(s.begin(), s.end(), ::isdigit)) return std::stoll(s);
+    if (v.is_string() && strings != Strings::refused) {
+      std::string s = json::as_string(v);
+      if (strings == Strings::int_filter) s = unicode::py_strip(s);
+      const bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      });
+      if (auto n = digits ? parse_int(s) : std::nullopt) return *n;
     }
-    fail_input(where + ": field '" + key + "' must be an integer label, not " + json::dump(v));
+    fail_input(where + ": field '" + key + "' must be an integer label" +
+               (strings == Strings::refused ? std::string()
+                                            : std::string(" or a string of ASCII digits")) +
+               ", not " + json::dump(v));
   }
   int gold_in(int64_t g, size_t n, const std::string& key) const {
     if (g < 0 || g >= static_cast<int64_t>(n))
@@ -79,27 +93,18 @@ McItem lettered(const Doc& d, const std::string& context, bool strip_key) {
   if (labels.size() != text.size())
     fail_input(d.where + ": choices.text and choices.label differ in length");
   std::string key = d.str("answerKey");
-  if (strip_key) key.erase(0, key.find_first_not_of(" \t\n\r\f\v"));
+  if (strip_key) key = unicode::py_lstrip(key);
   auto it = std::find(labels.begin(), labels.end(), key);
   if (it == labels.end())
     fail_input(d.where + ": answerKey '" + key + "' is not among choices.label");
   return shared_context(context, text, static_cast<int>(it - labels.begin()));
 }
 
-std::string capitalize(const std::string& s) {  // Python's str.capitalize (ASCII letters)
-  std::string out = s;
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = static_cast<char>(i == 0 ? ::toupper(static_cast<unsigned char>(out[i]))
-                                      : ::tolower(static_cast<unsigned char>(out[i])));
-  return out;
-}
-
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const auto b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
+// lm-eval's task code uses Python's str methods; these are the same on every code point
+// (util/unicode.h): str.capitalize for HellaSwag's ctx_b, str.strip for its preprocess and for
+// WinoGrande's target, str.lstrip for OpenBookQA's answerKey.
+using unicode::py_capitalize;
+using unicode::py_strip;
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   std::string out;
@@ -137,7 +142,7 @@ const std::map<std::string, Builder>& builders() {
        [](const Doc& d) {
          return shared_context("Q: " + d.str("context") + " " + d.str("question") + "\nA:",
                                {d.str("answerA"), d.str("answerB"), d.str("answerC")},
-                               d.gold_in(d.integer("label") - 1, 3, "label"));
+                               d.gold_in(d.integer("label", Doc::Strings::int_filter) - 1, 3, "label"));
        }},
       {"hellaswag",
        [](const Doc& d) {
@@ -145,9 +150,9 @@ const std::map<std::string, Builder>& builders() {
          for (const auto& e : d.strings(d.field("endings"), "endings"))
            endings.push_back(hellaswag_preprocess(e));
          const std::string query = hellaswag_preprocess(
-             d.str("activity_label") + ": " + d.str("ctx_a") + " " + capitalize(d.str("ctx_b")));
+             d.str("activity_label") + ": " + d.str("ctx_a") + " " + py_capitalize(d.str("ctx_b")));
          return shared_context(query, endings,
-                               d.gold_in(d.integer("label"), endings.size(), "label"));
+                               d.gold_in(d.integer("label", Doc::Strings::digits), endings.size(), "label"));
        }},
       {"winogrande",
        [](const Doc& d) {
@@ -156,7 +161,7 @@ const std::map<std::string, Builder>& builders() {
          if (blank == std::string::npos)
            fail_input(d.where + ": field 'sentence' has no '_' blank to fill");
          McItem it;
-         const std::string rest = " " + strip(sentence.substr(blank + 1));
+         const std::string rest = " " + py_strip(sentence.substr(blank + 1));
          for (const auto& opt : {d.str("option1"), d.str("option2")}) {
            it.contexts.push_back(sentence.substr(0, blank) + opt);
            it.continuations.push_back(rest);
@@ -216,7 +221,7 @@ Task load_task(const std::string& name, const std::filesystem::path& dir, int64_
 }
 
 std::string hellaswag_preprocess(const std::string& text) {
-  std::string s = replace_all(strip(text), " [title]", ". ");
+  std::string s = replace_all(py_strip(text), " [title]", ". ");
   std::string out;  // drop [ … ] spans (non-greedy, within a line), as re.sub("\\[.*?\\]", "")
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '[') {
@@ -232,9 +237,7 @@ std::string hellaswag_preprocess(const std::string& text) {
 }
 
 int64_t utf8_length(const std::string& s) {
-  int64_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
+  return unicode::py_len(s);
 }
 
 }  // namespace deepthin::eval

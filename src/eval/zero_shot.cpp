@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "util/error.h"
+#include "util/unicode.h"
 
 namespace deepthin::eval {
 
@@ -30,13 +31,17 @@ struct Result {
 
 Request encode(const data::Tokenizer& tok, std::string context, std::string continuation,
                int64_t max_len, bool truncate_left, const Task& task, const McItem& item) {
-  // Trailing whitespace of the context belongs to the continuation (lm-eval's _encode_pair).
-  const auto keep = context.find_last_not_of(" \t\n\r\f\v");
-  const size_t cut = keep == std::string::npos ? 0 : keep + 1;
+  // Trailing whitespace of the context belongs to the continuation (lm-eval's _encode_pair:
+  // context.rstrip(), Python's whitespace on every code point).
+  const size_t cut = unicode::py_rstrip(context).size();
   continuation = context.substr(cut) + continuation;
   context.resize(cut);
+  // lm-eval's tok_encode adds BOS unless the text already starts with BOS's own spelling ("<s>"),
+  // which it then takes for the token (the tokenizer, like SentencePiece, reads it as text).
+  const std::string bos_text = tok.piece(tok.bos_id());
   auto with_bos = [&](const std::string& s) {
-    std::vector<int64_t> ids{tok.bos_id()};
+    std::vector<int64_t> ids;
+    if (bos_text.empty() || s.compare(0, bos_text.size(), bos_text) != 0) ids.push_back(tok.bos_id());
     for (int32_t t : tok.encode(s)) ids.push_back(t);
     return ids;
   };
@@ -64,10 +69,14 @@ Request encode(const data::Tokenizer& tok, std::string context, std::string cont
   }
   r.input.assign(whole.begin(), whole.end() - 1);
   r.first_scored = static_cast<int64_t>(r.input.size()) - static_cast<int64_t>(r.targets.size());
-  if (r.first_scored < 0) {  // the continuation alone is longer than the window
-    r.targets.erase(r.targets.begin(), r.targets.begin() - r.first_scored);
-    r.first_scored = 0;
-  }
+  if (r.first_scored < 0)  // lm-eval asserts here too: no score of part of a continuation
+    fail_input(task.file.string() + ":" + std::to_string(item.line) + ": the continuation alone is " +
+               std::to_string(r.targets.size()) + " tokens, more than the model's window of " +
+               std::to_string(max_len) + "; it cannot be scored whole");
+  if (r.targets.empty())  // lm-eval asserts as well
+    fail_input(task.file.string() + ":" + std::to_string(item.line) +
+               ": a continuation adds no token beyond its context (" +
+               std::to_string(ctx.size()) + " tokens); it cannot be scored");
   return r;
 }
 
@@ -97,8 +106,10 @@ void score_all(model::Decoder& m, const at::Tensor& hidden, const std::vector<Sc
   auto picked_rows = hidden.index({idx(rows), idx(cols)});  // [N, D]
   auto logits = m->logits(picked_rows).to(at::kFloat);
   auto t = idx(targets).unsqueeze(1);
-  auto picked = at::log_softmax(logits, -1).gather(1, t).squeeze(1).to(at::kDouble).cpu();
-  auto best = (logits.argmax(1) == t.squeeze(1)).cpu();
+  auto logp = at::log_softmax(logits, -1);
+  auto picked = logp.gather(1, t).squeeze(1).to(at::kDouble).cpu();
+  // lm-eval's is_greedy: the argmax of the log-softmax (where rounding can tie two logits).
+  auto best = (logp.argmax(1) == t.squeeze(1)).cpu();
   const double* ll = picked.data_ptr<double>();
   const bool* greedy = best.data_ptr<bool>();
   size_t k = 0;
@@ -208,7 +219,10 @@ double stderr_of(const std::vector<double>& x) {
   return std::sqrt(ss / (n - 1)) / std::sqrt(n);
 }
 
+// numpy.argmax: the first NaN when there is one, else the first maximum.
 int argmax(const std::vector<double>& v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (std::isnan(v[i])) return static_cast<int>(i);
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
@@ -285,10 +299,17 @@ std::vector<TaskScore> score_tasks(model::Decoder& m, const data::Tokenizer& tok
       ItemScore s;
       std::vector<double> norm;
       for (size_t c = 0; c < item.choices.size(); ++c) {
-        s.loglik.push_back(results[i][c].loglik);
+        const double ll = results[i][c].loglik;
+        if (!std::isfinite(ll))
+          fail_runtime(task.file.string() + ":" + std::to_string(item.line) + ": choice " +
+                       std::to_string(c) + " has a non-finite log-likelihood (" +
+                       std::to_string(ll) +
+                       "); the model's weights or its precision overflow; nothing is reported");
+        s.loglik.push_back(ll);
         s.greedy.push_back(results[i][c].greedy);
-        norm.push_back(results[i][c].loglik /
-                       static_cast<double>(std::max<int64_t>(1, utf8_length(item.choices[c]))));
+        // lm-eval divides by the choice's length in code points as numpy does: an empty choice
+        // gives -inf (NaN when its log-likelihood is 0), never a division by one.
+        norm.push_back(ll / static_cast<double>(utf8_length(item.choices[c])));
       }
       s.pred = argmax(s.loglik);
       s.pred_norm = argmax(norm);

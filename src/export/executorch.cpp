@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 
 #include "util/error.h"
@@ -26,6 +27,14 @@ void check_executorch_options(const config::ModelConfig& m, const ExecutorchOpti
     need(m.ffn.hidden_dim, "model.ffn.hidden_dim");
     need(m.q_dim(), "model.n_heads × model.head_dim");
   }
+}
+
+OutputKind pte_output() {
+  return {"an ExecuTorch program", false, {}, "", [](const std::filesystem::path& p) {
+            const std::string h = read_prefix(p, 8);
+            return h.size() == 8 && h[4] == 'E' && h[5] == 'T' && std::isdigit(h[6]) &&
+                   std::isdigit(h[7]);
+          }};
 }
 
 Json write_executorch(const std::filesystem::path& out, const std::filesystem::path& model_dir,

@@ -10,6 +10,7 @@
 
 #include "config/model_config.h"
 #include "util/json_io.h"
+#include "util/paths.h"
 
 namespace deepthin::exports {
 
@@ -25,6 +26,10 @@ struct ExecutorchOptions {
 // Input error for an unknown quantization or a model the quantization cannot take (8da4w groups
 // of 32 along every linear layer's input).
 void check_executorch_options(const config::ModelConfig& m, const ExecutorchOptions& o);
+
+// An ExecuTorch program (a FlatBuffer whose file identifier, bytes 4-7, is "ET" and two digits),
+// for --force.
+OutputKind pte_output();
 
 // Runs the exporter into a temporary file beside `out` and renames it when complete; returns the
 // exporter's report (bytes, quantization, KV slots, seconds).

@@ -314,6 +314,11 @@ std::vector<float> dequantize_q4_0(const uint8_t* data, int64_t n) {
   return out;
 }
 
+OutputKind gguf_output() {
+  return {"a GGUF file", false, {}, "",
+          [](const std::filesystem::path& p) { return read_prefix(p, 4) == "GGUF"; }};
+}
+
 GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model,
                       const std::filesystem::path& tokenizer, GgufType type,
                       const std::string& name) {

@@ -24,6 +24,7 @@
 
 #include "config/model_config.h"
 #include "export/model_dir.h"
+#include "util/paths.h"
 
 namespace deepthin::exports {
 
@@ -52,6 +53,9 @@ struct GgufReport {
 };
 
 // Writes `out` (through a temporary file in the same directory, renamed when complete).
+// A GGUF file (it starts with the magic "GGUF"), for --force.
+OutputKind gguf_output();
+
 GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model,
                       const std::filesystem::path& tokenizer, GgufType type,
                       const std::string& name);

@@ -1,11 +1,20 @@
 #include "export/hf.h"
 
+#include "export/hf_tokenizer.h"
+
 #include "data/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json_io.h"
 
 namespace deepthin::exports {
+
+OutputKind hf_dir_output() {
+  return {"a Hugging Face model directory", true,
+          {"model.safetensors", "config.json", "deepthin.yaml", "tokenizer.model", "tokenizer.json",
+           "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"},
+          "config.json", {}};
+}
 
 void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
                   const HfExportOptions& opts) {
@@ -40,25 +49,37 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
     auto tok = data::Tokenizer::load(opts.tokenizer);
     bos = tok.bos_id();
     eos = tok.eos_id();
-    write_file_atomic(dir.path() / "tokenizer.model", read_file(opts.tokenizer, "tokenizer"));
+    const std::string model_bytes = read_file(tok.path(), "tokenizer");
+    // tokenizer.json encodes exactly as the SentencePiece model (export/hf_tokenizer.h); the
+    // .model travels with it for tools that read SentencePiece directly.
+    const Json tj = hf_tokenizer_json(parse_sp_model(model_bytes, tok.path().string()),
+                                      tok.path().string());
+    write_file_atomic(dir.path() / "tokenizer.json", json::dump(tj, 1) + "\n");
+    write_file_atomic(dir.path() / "tokenizer.model", model_bytes);
     Json special = Json::object();
-    special["bos_token"] = tok.piece(tok.bos_id());
-    special["eos_token"] = tok.piece(tok.eos_id());
+    if (bos >= 0) special["bos_token"] = tok.piece(tok.bos_id());
+    if (eos >= 0) special["eos_token"] = tok.piece(tok.eos_id());
     special["unk_token"] = tok.piece(tok.unk_id());
     write_file_atomic(dir.path() / "special_tokens_map.json", json::dump(special, 2) + "\n");
     Json tc = special;
-    tc["tokenizer_class"] = "LlamaTokenizer";
-    tc["add_bos_token"] = true;
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast";
+    tc["add_bos_token"] = bos >= 0;
     tc["add_eos_token"] = false;
-    tc["add_prefix_space"] = tok.adds_space_prefix();
-    tc["legacy"] = false;
+    // SentencePiece reads "<s>" in text as three characters, never as the control token.
+    tc["split_special_tokens"] = true;
     tc["model_max_length"] = m.max_seq_len;
     tc["clean_up_tokenization_spaces"] = false;
     write_file_atomic(dir.path() / "tokenizer_config.json", json::dump(tc, 2) + "\n");
   }
+  if (bos != 1 || eos != 2) {  // config.json was written with LLaMA's ids
+    Json cfg = json::parse(read_file(dir.path() / "config.json", "config.json"));
+    cfg["bos_token_id"] = bos >= 0 ? Json(bos) : Json(nullptr);
+    cfg["eos_token_id"] = eos >= 0 ? Json(eos) : Json(nullptr);
+    write_file_atomic(dir.path() / "config.json", json::dump(cfg, 2) + "\n");
+  }
   Json gen = Json::object();
-  gen["bos_token_id"] = bos;
-  gen["eos_token_id"] = eos;
+  gen["bos_token_id"] = bos >= 0 ? Json(bos) : Json(nullptr);
+  gen["eos_token_id"] = eos >= 0 ? Json(eos) : Json(nullptr);
   gen["max_length"] = m.max_seq_len;
   gen["do_sample"] = false;
   write_file_atomic(dir.path() / "generation_config.json", json::dump(gen, 2) + "\n");

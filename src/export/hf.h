@@ -17,6 +17,10 @@ struct HfExportOptions {
   std::filesystem::path tokenizer;    // empty: no tokenizer files
 };
 
+// What write_hf_dir writes, for --force: the model files, tokenizer files and generation config,
+// nothing else.
+OutputKind hf_dir_output();
+
 // Builds the directory under a temporary name and renames it to `out` when complete. Input error
 // for a layer-shared model without expand_shared, or a model transformers' Llama cannot run
 // (LayerNorm, a plain FFN).

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "util/error.h"
+#include "model/memory.h"
 #include "util/fs.h"
 
 namespace deepthin::exports {
@@ -161,6 +162,12 @@ config::ModelConfig model_config_from_hf(const Json& j, const std::string& where
   return m;
 }
 
+OutputKind model_dir_output() {
+  return {"a model directory", true,
+          {"model.safetensors", "config.json", "deepthin.yaml", "tokenizer.model"},
+          "model.safetensors", {}};
+}
+
 void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
                       const config::Config& c, const SaveOptions& opts) {
   std::filesystem::create_directories(dir);
@@ -196,6 +203,11 @@ void load_weights(model::Decoder& m, const TensorList& tensors, const std::strin
     if (p->sizes() != t.sizes())
       fail_input(where + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) +
                  ", the model expects " + c10::str(p->sizes()));
+    // A weight that is NaN or infinite gives only NaN downstream: refused here, by name.
+    if (at::isFloatingType(t.scalar_type()) && !at::isfinite(t).all().item<bool>())
+      fail_input(where + ": tensor '" + name + "' holds " +
+                 std::to_string(at::logical_not(at::isfinite(t)).sum().item<int64_t>()) +
+                 " non-finite values (NaN or ±inf); the model cannot be used");
     p->copy_(t);
     loaded.insert(name);
   }
@@ -208,10 +220,12 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
   if (!std::filesystem::is_directory(dir, ec))
     fail_input("model directory not found: " + dir.string());
   LoadedModel out;
+  std::filesystem::path described_by = dir / "deepthin.yaml";
   if (std::filesystem::exists(dir / "deepthin.yaml")) {
     out.config = config::load_config(dir / "deepthin.yaml");
   } else if (std::filesystem::exists(dir / "config.json")) {
-    std::string where = (dir / "config.json").string();
+    described_by = dir / "config.json";
+    std::string where = described_by.string();
     out.config.model =
         model_config_from_hf(json::parse(read_file(dir / "config.json"), where), where);
     out.config = config::validated(out.config, where);
@@ -219,6 +233,9 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
     fail_input(dir.string() +
                ": neither deepthin.yaml nor config.json found; not a model directory");
   }
+  // The sizes in a model directory's config are checked before anything is allocated.
+  model::check_memory_fits(out.config, c10::Device(c10::kCPU), /*training=*/false, 1,
+                           "the model " + described_by.string() + " describes");
   out.model = model::Decoder(out.config.model);
 
   TensorList tensors;
@@ -229,8 +246,12 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
     Json index = json::parse(read_file(dir / "model.safetensors.index.json"), where);
     std::set<std::string> files;
     for (const auto& [name, file] :
-         json::as_object(json::at(index, "weight_map", where), where).items())
-      files.insert(json::as_string(file, where));
+         json::as_object(json::at(index, "weight_map", where), where).items()) {
+      const std::string f = json::as_string(file, where);
+      // Shards live beside the index: a name with a separator or ".." would read elsewhere.
+      check_path_component(f, where + ": weight_map." + name);
+      files.insert(f);
+    }
     for (const auto& f : files)
       for (auto& t : load_safetensors(dir / f).tensors) tensors.push_back(std::move(t));
   } else {

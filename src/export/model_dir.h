@@ -17,6 +17,7 @@
 #include "export/safetensors.h"
 #include "model/decoder.h"
 #include "util/json_io.h"
+#include "util/paths.h"
 
 namespace deepthin::exports {
 
@@ -34,6 +35,10 @@ config::Config saved_config(const config::Config& c, bool expand_shared);
 Json hf_config_json(const config::ModelConfig& m);
 // A ModelConfig from a transformers config.json (Llama family); `where` names the file in errors.
 config::ModelConfig model_config_from_hf(const Json& j, const std::string& where);
+
+// What `deepthin init` writes, for --force (util/paths.h): a directory of model.safetensors,
+// config.json, deepthin.yaml and optionally tokenizer.model, nothing else.
+OutputKind model_dir_output();
 
 // Writes model.safetensors, config.json and deepthin.yaml into `dir` (created; files replaced
 // atomically one by one).

@@ -11,6 +11,7 @@
 #include "config/tree.h"
 #include "model/param_count.h"
 #include "util/error.h"
+#include "util/paths.h"
 #include "util/fs.h"
 #include "util/strings.h"
 
@@ -20,6 +21,9 @@ namespace fs = std::filesystem;
 using config::Node;
 
 namespace {
+
+// Runs one experiment may expand to (grids are counted before they are built).
+constexpr size_t kMaxRuns = 10000;
 
 std::string percent(double fraction) {
   char buf[32];
@@ -81,7 +85,7 @@ double as_number(const Node& n, const std::string& key) {
   try {
     size_t used = 0;
     double v = std::stod(n.scalar, &used);
-    if (used != n.scalar.size()) throw std::invalid_argument("");
+    if (used != n.scalar.size() || !std::isfinite(v)) throw std::invalid_argument("");
     return v;
   } catch (const std::exception&) {
     fail_input(where(n) + ": '" + key + "' must be a number, got " + n.describe());
@@ -207,7 +211,7 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
   e.file = file;
   std::error_code ec;
   if (!fs::exists(file, ec)) fail_input("experiment file " + file.string() + " not found");
-  Node root = config::parse_yaml(read_file(file), file.string());
+  Node root = config::parse_yaml(read_file(file, "experiment file", 4u << 20), file.string());
   if (root.kind != Node::Kind::map)
     fail_input(file.string() + ": an experiment must be a mapping, got " + root.describe());
   check_keys(
@@ -215,6 +219,9 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
       {"name", "description", "base", "set", "seeds", "budget", "zip", "grid", "teacher", "eval"},
       "an experiment");
   e.name = root.find("name") ? root.find("name")->scalar : file.stem().string();
+  check_path_component(e.name, root.find("name") ? where(*root.find("name")) + ": name"
+                                                 : file.string() + ": the experiment name taken "
+                                                                   "from the file name (set name:)");
   if (const Node* d = root.find("description")) e.description = d->scalar;
   const Node& base = need(root, "base", "an experiment");
   if (base.kind != Node::Kind::scalar || base.scalar.empty())
@@ -291,7 +298,10 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     for (const auto& [k, v] : z->entries) {
       as_list(v, k);
       if (k == "names") {
-        for (const auto& i : v.items) names.push_back(i.scalar);
+        for (const auto& i : v.items) {
+          check_path_component(i.scalar, where(i) + ": zip names");
+          names.push_back(i.scalar);
+        }
         continue;
       }
       cols.emplace_back(k, &v);
@@ -337,6 +347,16 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
         p.name = name_part(k, p.axes[k]);
         axis.push_back(p);
       }
+      // The runs this grid would expand to, counted before they are built.
+      size_t runs = 0;
+      const bool overflow =
+          __builtin_mul_overflow(std::max<size_t>(1, points.size()), axis.size(), &runs) ||
+          __builtin_mul_overflow(runs, seeds.size(), &runs);
+      if (overflow || runs > kMaxRuns)
+        fail_input(where(v) + ": grid key '" + k + "' brings the experiment to " +
+                   (overflow ? std::string("more than 2^64") : std::to_string(runs)) +
+                   " runs; at most " + std::to_string(kMaxRuns) +
+                   " are allowed in one experiment");
       points = cross(points, axis);
     }
   }
@@ -383,6 +403,8 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     } else {
       RunSpec r;
       r.name = r.point = t->find("name") ? t->find("name")->scalar : "teacher";
+      check_path_component(r.name, where(t->find("name") ? *t->find("name") : *t) +
+                                       ": teacher name");
       r.seed = seeds.front();
       r.is_teacher = true;
       std::vector<std::string> sets = common;
@@ -418,6 +440,8 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
       r.point = p.name;
       r.seed = seed;
       r.name = p.name + "_s" + std::to_string(seed);
+      check_path_component(r.name, file.string() + ": the run name of point '" +
+                                       p.name.substr(0, 80) + "' (give zip names)");
       r.overrides = p.overrides;
       r.axes = p.axes;
       std::vector<std::string> sets = common;

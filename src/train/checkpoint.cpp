@@ -87,11 +87,45 @@ fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
   write_file_atomic(dir.path() / "checksums.json", json::dump(sums, 2) + "\n");
   dir.commit();
 
-  auto all = list_checkpoints(run_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) {
-    remove_tree(all[i].dir);
-  }
+  prune_checkpoints(run_dir, state.step, keep_last);
   return final_dir;
+}
+
+void prune_checkpoints(const fs::path& run_dir, int64_t kept_step, int64_t keep_last) {
+  // Only checkpoints whose own trainer_state says they are older than the one just written are
+  // candidates; a newer one (left by a run resumed from further back) is never deleted.
+  std::vector<CheckpointRef> older;
+  for (const auto& c : list_checkpoints(run_dir)) {
+    if (c.step < kept_step)
+      older.push_back(c);
+    else if (c.step > kept_step)
+      log::warn("keeping {}: it holds step {}, later than the step {} this run has reached",
+                c.dir.string(), c.step, kept_step);
+  }
+  const size_t keep_older = static_cast<size_t>(std::max<int64_t>(0, keep_last - 1));
+  for (size_t i = 0; i + keep_older < older.size(); ++i) {
+    const auto inside = stored_step(older[i].dir);  // read again just before deleting
+    if (!inside || *inside != older[i].step || *inside >= kept_step) {
+      log::warn("not deleting {}: its trainer_state.json no longer shows an older step",
+                older[i].dir.string());
+      continue;
+    }
+    remove_tree(older[i].dir);
+  }
+}
+
+std::optional<int64_t> stored_step(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path f = dir / "trainer_state.json";
+  if (!fs::is_regular_file(f, ec)) return std::nullopt;
+  try {
+    const Json j = json::parse(read_file(f, "trainer state"), f.string());
+    const Json* step = j.is_object() ? json::find(j, "step") : nullptr;
+    if (!step || !step->is_number_integer()) return std::nullopt;
+    return json::as_int(*step);
+  } catch (const Error&) {
+    return std::nullopt;  // unreadable: verification reports it
+  }
 }
 
 std::vector<CheckpointRef> list_checkpoints(const fs::path& run_dir) {
@@ -102,8 +136,19 @@ std::vector<CheckpointRef> list_checkpoints(const fs::path& run_dir) {
   for (const auto& e : fs::directory_iterator(run_dir / "checkpoints")) {
     std::smatch m;
     std::string fname = e.path().filename().string();
-    if (e.is_directory() && std::regex_match(fname, m, name))
-      out.push_back({e.path(), std::stoll(m[1].str())});
+    if (!e.is_directory() || !std::regex_match(fname, m, name)) continue;
+    const auto n = parse_int(m[1].str());
+    if (!n) continue;  // more digits than a step count holds: not a checkpoint deepthin wrote
+    // A checkpoint is what its trainer_state says, not what its folder is called: a folder copied
+    // or linked under another step's name would be resumed from (and make pruning delete newer
+    // work), so a disagreement stops the command.
+    if (const auto inside = stored_step(e.path()); inside && *inside != *n)
+      fail_input("checkpoint folder " + e.path().string() + " is named for step " +
+                 std::to_string(*n) + " but its trainer_state.json holds step " +
+                 std::to_string(*inside) +
+                 " (a copied or linked checkpoint?); rename it to step_" + std::to_string(*inside) +
+                 " or move it out of " + (run_dir / "checkpoints").string());
+    out.push_back({e.path(), *n});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return out;

@@ -51,8 +51,16 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, cons
                                       const exports::TensorList& optimizer,
                                       const TrainerState& state, int64_t keep_last);
 
-// Finished checkpoints (step_N directories), oldest first; temporary directories are ignored.
+// Finished checkpoints (step_N directories), oldest first; temporary directories are ignored. A
+// folder whose trainer_state.json holds another step than its name says is an input error naming
+// both: checkpoints are identified by their contents.
 std::vector<CheckpointRef> list_checkpoints(const std::filesystem::path& run_dir);
+// The step a checkpoint directory's trainer_state.json holds; nullopt when it is missing or
+// unreadable.
+std::optional<int64_t> stored_step(const std::filesystem::path& dir);
+// Keeps `keep_last` checkpoints counting the one at `kept_step`: deletes only those whose
+// trainer_state (read again just before) shows an older step; never a newer one.
+void prune_checkpoints(const std::filesystem::path& run_dir, int64_t kept_step, int64_t keep_last);
 // Input error naming the file when a checksum is missing or wrong.
 void verify_checkpoint(const std::filesystem::path& dir);
 // The newest checkpoint that verifies. A corrupt newest one is an error unless `fallback`, which

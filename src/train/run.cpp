@@ -29,8 +29,8 @@ c10::Device pick_device(const std::string& spec, const dist::LaunchEnv& env) {
   return d;
 }
 
-// Launch, device, precision, the checks that need no data, the process group, the run directory
-// (locked, logged to) on rank 0.
+// Launch, device, precision, the checks that need no data, the process group. Nothing is written
+// yet: a run that is refused leaves no trace.
 void setup_process(Run& r, const TrainOptions& opts) {
   const config::Config& cfg = *r.cfg;
   r.env = dist::detect_launch();
@@ -43,11 +43,19 @@ void setup_process(Run& r, const TrainOptions& opts) {
   check_memory_fits(cfg, r.device, /*training=*/true, r.env.world_size, "training");
   if (cfg.data.path.empty())
     fail_input("data.path is not set: point it at a prepared directory or shard files");
-  if (!opts.resume && !list_checkpoints(r.dir).empty())
+  // Listing validates every checkpoint's identity (its folder name against its trainer_state).
+  const bool has_checkpoints = !list_checkpoints(r.dir).empty();
+  if (!opts.resume && has_checkpoints)
     fail_input("run directory " + r.dir.string() +
                " already holds checkpoints; pass --resume to continue it, or set run.name to start "
                "another run");
   r.comm = dist::Comm::create(r.env, r.device, cfg.distributed);
+}
+
+// The run directory, once the data have been checked: created, locked (one writer) and logged to
+// on rank 0; the ranks agree on the config and the directory.
+void open_run_directory(Run& r) {
+  const config::Config& cfg = *r.cfg;
   if (r.rank0()) {
     fs::create_directories(r.dir);
     r.lock = std::make_unique<DirLock>(r.dir, "run directory");
@@ -85,9 +93,7 @@ void open_data(Run& r) {
   r.val_ds = open_val(cfg.data);
   for (const auto* ds : {r.train_ds.get(), r.val_ds.get()}) {
     if (!ds) continue;
-    if (ds->max_token_id() >= cfg.model.vocab_size)
-      fail_input(ds->description() + " holds token id " + std::to_string(ds->max_token_id()) +
-                 " but model.vocab_size is " + std::to_string(cfg.model.vocab_size));
+    ds->check_vocab(cfg.model.vocab_size, "model.vocab_size");  // the ids the shards really hold
     if (!cfg.data.tokenizer.empty()) {
       auto tok = data::Tokenizer::load(cfg.data.tokenizer);
       ds->check_tokenizer(tok.sha256(), tok.path().string());
@@ -193,6 +199,7 @@ std::unique_ptr<Run> setup_run(const config::Config& cfg, const TrainOptions& op
   r->dir = opts.run_dir;
   setup_process(*r, opts);
   open_data(*r);
+  open_run_directory(*r);
   build_model(*r);
   attach_teacher(*r);
   r->state.loader = r->loader->state();

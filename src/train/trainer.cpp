@@ -21,6 +21,7 @@
 #include "util/error.h"
 #include "util/fault.h"
 #include "util/log.h"
+#include "util/paths.h"
 #include "util/strings.h"
 
 namespace deepthin::train {
@@ -205,6 +206,10 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
 
 fs::path run_directory(const config::Config& cfg, const fs::path& config_path) {
   std::string name = cfg.run.name.empty() ? config_path.stem().string() : cfg.run.name;
+  check_path_component(name, cfg.run.name.empty()
+                                 ? "the run name taken from the config file's name " +
+                                       config_path.string() + " (set run.name)"
+                                 : std::string("run.name"));
   return fs::path(cfg.run.root) / name;
 }
 

@@ -22,7 +22,7 @@
 
 namespace deepthin {
 
-std::string read_file(const fs::path& path, std::string_view what) {
+std::string read_file(const fs::path& path, std::string_view what, uint64_t max_bytes) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail_input(std::string(what) + " not found: " + path.string());
   if (fs::is_directory(path, ec))
@@ -30,6 +30,13 @@ std::string read_file(const fs::path& path, std::string_view what) {
   // A device or a FIFO (/dev/zero, a named pipe) would be read forever or block.
   if (!fs::is_regular_file(path, ec))
     fail_input(std::string(what) + " is not a regular file: " + path.string());
+  if (max_bytes == 0)
+    max_bytes = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) / 2;
+  if (const auto size = fs::file_size(path, ec); !ec && size > max_bytes)
+    fail_input(std::string(what) + " " + path.string() + " is " + std::to_string(size) +
+               " bytes, more than the " + std::to_string(max_bytes) +
+               " bytes it may have (it is read into memory whole)");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     fail_input("cannot read " + std::string(what) + " " + path.string() + ": " +

@@ -6,6 +6,7 @@
 // and only then renamed into place, so a crash never leaves a file that looks complete but is not.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -14,8 +15,9 @@ namespace deepthin {
 
 namespace fs = std::filesystem;
 
-// The whole file; an input error naming the path when it cannot be read.
-std::string read_file(const fs::path& path, std::string_view what = "file");
+// The whole file; an input error naming the path when it cannot be read, or when it is larger than
+// max_bytes (default: half the machine's memory), checked before anything is allocated.
+std::string read_file(const fs::path& path, std::string_view what = "file", uint64_t max_bytes = 0);
 // Writes `data` to path.tmp.<pid>, fsyncs it, renames it over `path`, and fsyncs the directory.
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_path(const fs::path& path);

@@ -6,6 +6,9 @@ text (scripts/eval/synthetic_tasks.py), export a model with `deepthin export --f
 choices, targets, HellaSwag's and WinoGrande's processing) and point them at those files. Then:
 - acc and acc_norm of every item, and so of every task, are identical;
 - every choice's log-likelihood agrees within 1e-4 (fp32, CPU).
+Both on plain items and on Unicode edge items (scripts/eval/edge_tasks.py: Unicode whitespace where
+lm-eval strips, non-ASCII capitals where it capitalizes, CJK, emoji, control characters, literal
+"<s>", empty choices, string labels), in one lm-eval run over both sets.
 """
 import glob
 import json
@@ -29,12 +32,12 @@ LM_EVAL_TASKS = {
 }
 
 
-def task_yaml(task, data_file, include_dir):
+def task_yaml(task, data_file, include_dir, prefix):
     base = os.path.join(os.path.dirname(lm_eval.__file__), "tasks", LM_EVAL_TASKS[task])
-    path = os.path.join(include_dir, f"dt_{task}.yaml")
+    path = os.path.join(include_dir, f"{prefix}_{task}.yaml")
     with open(path, "w") as f:
         f.write(f"""include: {base}
-task: dt_{task}
+task: {prefix}_{task}
 tag: []
 dataset_path: json
 dataset_name: null
@@ -55,8 +58,8 @@ metric_list:
 """)
 
 
-def lm_eval_samples(out_dir, task):
-    files = glob.glob(os.path.join(out_dir, "**", f"samples_dt_{task}_*.jsonl"), recursive=True)
+def lm_eval_samples(out_dir, name):
+    files = glob.glob(os.path.join(out_dir, "**", f"samples_{name}_*.jsonl"), recursive=True)
     if not files:
         sys.exit(f"lm-eval wrote no samples for {task} under {out_dir}")
     samples = {}
@@ -77,6 +80,9 @@ def main():
         data = os.path.join(work, "tasks")
         fixtures.run([sys.executable, os.path.join(fixtures.ROOT, "scripts", "eval", "synthetic_tasks.py"),
                       "--out", data, "--items", "12", "--seed", "4"])
+        edge = os.path.join(work, "edge_tasks")
+        fixtures.run([sys.executable, os.path.join(fixtures.ROOT, "scripts", "eval", "edge_tasks.py"),
+                      "--out", edge, "--items", "16", "--seed", "5"])
         hf = os.path.join(work, "hf")
         fixtures.export(cli, mdir, "hf", hf, "fp32")
         # Twice: with the CPU's default (an item's shared prefix once) and with every request in the
@@ -86,11 +92,15 @@ def main():
             path = os.path.join(work, f"ours_{len(variants)}.json")
             fixtures.run([cli, "eval", mdir, "--tasks", "all", "--data", data, "--device", "cpu",
                           "--json", path] + extra)
-            variants[name] = json.load(open(path))
+            variants[name] = ("dt", json.load(open(path)))
+        path = os.path.join(work, "ours_edge.json")
+        fixtures.run([cli, "eval", mdir, "--tasks", "all", "--data", edge, "--device", "cpu", "--json", path])
+        variants["Unicode edge items"] = ("dte", json.load(open(path)))
         include = os.path.join(work, "yaml")
         os.makedirs(include)
         for task in LM_EVAL_TASKS:
-            task_yaml(task, os.path.join(data, f"{task}.jsonl"), include)
+            task_yaml(task, os.path.join(data, f"{task}.jsonl"), include, "dt")
+            task_yaml(task, os.path.join(edge, f"{task}.jsonl"), include, "dte")
         out = os.path.join(work, "lm_eval_out")
         env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         # logits_cache=False: lm-eval 0.4.13 groups requests whose context + continuation tokens are
@@ -101,16 +111,16 @@ def main():
         # forward pass.
         p = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
                             f"pretrained={hf},dtype=float32,logits_cache=False", "--tasks",
-                            ",".join(f"dt_{t}" for t in LM_EVAL_TASKS), "--include_path", include,
+                            ",".join(f"{p}_{t}" for p in ("dt", "dte") for t in LM_EVAL_TASKS), "--include_path", include,
                             "--device", "cpu", "--batch_size", "8", "--output_path", out, "--log_samples"],
                            capture_output=True, text=True, env=env)
         if p.returncode != 0:
             sys.exit(f"lm_eval failed ({p.returncode}):\n{p.stderr[-4000:]}")
-        for variant, ours in variants.items():
+        for variant, (prefix, ours) in variants.items():
             print(f"deepthin eval, {variant}:")
             print(f"{'task':14} {'items':>5} {'acc ours/lm-eval':>18} {'acc_norm ours/lm-eval':>22} {'max |Δ ll|':>10}")
             for task in LM_EVAL_TASKS:
-                theirs = lm_eval_samples(out, task)
+                theirs = lm_eval_samples(out, f"{prefix}_{task}")
                 mine = ours["items"][task]
                 worst, acc_m, acc_t, norm_m, norm_t = 0.0, 0, 0, 0, 0
                 for i, item in enumerate(mine):
