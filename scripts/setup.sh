@@ -37,9 +37,11 @@ fi
 
 # 2. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
 #    machine); else create .venv with the CPU wheel of torch 2.13.0 and the cross-check packages.
-have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib, sentencepiece, google.protobuf, lm_eval' >/dev/null 2>&1; }
+have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib, sentencepiece, google.protobuf, lm_eval, pyarrow' >/dev/null 2>&1; }
 # lm-eval: deepthin eval's parity test runs lm-evaluation-harness itself.
-PY_PKGS=(transformers safetensors numpy tensorboard matplotlib sentencepiece protobuf "lm-eval[hf]==0.4.13")
+# pyarrow: the Arrow C++ library and headers deepthin reads parquet and compressed JSONL with
+# (CMakeLists.txt), and the parity test's writer of those files.
+PY_PKGS=(transformers safetensors numpy tensorboard matplotlib sentencepiece protobuf "lm-eval[hf]==0.4.13" pyarrow)
 if [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   PY=$ROOT/.venv/bin/python
   # Packages added since the venv was made.

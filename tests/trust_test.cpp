@@ -323,7 +323,7 @@ TEST_F(TrustTest, AllocationSizesAreCheckedBeforeTheAllocation) {
 TEST(PathRules, NamesAreSingleComponents) {
   for (const char* ok : {"a", "run-1_s2", "L30-d512_type-relu_s1", "été", "..a", "a..", ".hidden"})
     EXPECT_EQ(path_component_problem(ok), "") << ok;
-  for (const std::string bad : {std::string(""), std::string("."), std::string(".."),
+  for (const std::string& bad : {std::string(""), std::string("."), std::string(".."),
                                 std::string("a/b"), std::string("/abs"), std::string("a\\b"),
                                 std::string("a\0b", 3), std::string("tab\there"),
                                 std::string(129, 'x'), std::string("\xff\xfe")})

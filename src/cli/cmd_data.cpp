@@ -41,30 +41,32 @@ void show_progress(const data::PrepareProgress& p, bool final) {
 int prepare(const Argv& argv) {
   Args args(
       "data prepare",
-      "deepthin data prepare --tokenizer M --input FILES|GLOBS... --format text|jsonl|jsonl-tokens "
-      "--out DIR [--text-field text] [--val-fraction F] [--threads N]",
+      "deepthin data prepare --tokenizer M --input FILES|GLOBS... --out DIR "
+      "[--format auto|text|jsonl|jsonl-tokens|parquet] [--text-field text] [--val-fraction F] "
+      "[--threads N]",
       "Tokenise documents into token shards plus manifest.json. Each document is framed BOS … EOS; "
       "the same input gives byte-identical output.",
       {},
       {{"tokenizer", "M", "SentencePiece .model (or its directory)"},
        {"input", "FILE|GLOB", "Input files (repeatable)", true},
-       {"format", "F", "text (one document per file) | jsonl | jsonl-tokens"},
+       {"format", "F",
+        "auto (default: by file name: .parquet; .jsonl/.json/.ndjson, also .gz, .zst, .zstd; "
+        "else text) | text (one document per file) | jsonl | jsonl-tokens | parquet"},
        {"out", "DIR", "Output directory (must not exist unless --force)"},
-       {"text-field", "NAME", "JSONL field holding the text (default text)"},
+       {"text-field", "NAME", "JSONL field or parquet column holding the text (default text)"},
        {"val-fraction", "F", "Fraction of documents for the val split (default 0)"},
        {"threads", "N", "Tokenisation threads (default 2)"},
        {"shard-tokens", "N", "Tokens per shard (default 100000000)"},
        {"vocab-size", "N", "For jsonl-tokens without a tokenizer: the vocabulary size"},
-       {"on-bad-line", "fail|skip", "Malformed JSONL lines stop the run (default) or are skipped"},
+       {"on-bad-line", "fail|skip",
+        "Malformed JSONL lines and null parquet values stop the run (default) or are skipped"},
        {"force", "", "Replace DIR if it exists"}});
   if (!args.parse(argv)) return 0;
   data::PrepareOptions o;
   o.tokenizer = args.get("tokenizer");
   o.inputs = args.all("input");
   if (o.inputs.empty()) fail_input("deepthin data prepare: --input is required");
-  if (!args.has("format"))
-    fail_input("deepthin data prepare: --format is required (text | jsonl | jsonl-tokens)");
-  o.format = data::parse_input_format(args.get("format"));
+  o.format = data::parse_input_format(args.get("format", "auto"));
   if (!args.has("out")) fail_input("deepthin data prepare: --out DIR is required");
   o.out = args.get("out");
   o.text_field = args.get("text-field", "text");

@@ -1,6 +1,7 @@
 // deepthin train CONFIG [--set …] [--resume RUN_DIR] [--resume-fallback] [--until-step N]
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -11,11 +12,32 @@
 
 namespace deepthin::cli {
 
+namespace {
+
+// The plan of `train --dry-run`: one line per source.
+int dry_run(const config::Config& cfg, const Args& args) {
+  const char* env = std::getenv("WORLD_SIZE");
+  const int64_t fallback = env ? std::atoll(env) : 1;
+  const int world = static_cast<int>(args.get_int("world-size", fallback > 0 ? fallback : 1, 1, 1 << 20));
+  const auto plan = train::plan_data(cfg, world);
+  std::printf("%-24s %10s %8s %16s %16s %10s\n", "source", "weight", "share", "tokens",
+              "tokens read", "epochs");
+  for (const auto& p : plan)
+    std::printf("%-24s %10g %7.2f%% %16lld %16.0f %10.3f\n", p.name.c_str(), p.weight,
+                100 * p.share, static_cast<long long>(p.tokens), p.tokens_read, p.epochs);
+  std::printf("(a run of %d rank%s, train.seq_len %lld; each source is shuffled and served once per "
+              "epoch)\n",
+              world, world == 1 ? "" : "s", static_cast<long long>(cfg.train.seq_len));
+  return 0;
+}
+
+}  // namespace
+
 int run_train(const Argv& argv) {
   Args args(
       "train",
       "deepthin train CONFIG [--set KEY=VALUE]... [--resume RUN_DIR] [--resume-fallback] "
-      "[--until-step N]",
+      "[--until-step N] [--dry-run [--world-size N]]",
       "Train a model. Writes runs/<name>/: config.yaml, train.log, metrics.jsonl, tensorboard/, "
       "checkpoints/step_N/. --resume continues from the newest valid checkpoint (CONFIG may then "
       "be "
@@ -24,16 +46,21 @@ int run_train(const Argv& argv) {
       {set_option(),
        {"resume", "RUN_DIR", "Continue this run from its newest valid checkpoint"},
        {"resume-fallback", "", "If the newest checkpoint is corrupt, resume from the one before"},
-       {"until-step", "N", "Checkpoint and stop once step N is reached (resume later)"}});
+       {"until-step", "N", "Checkpoint and stop once step N is reached (resume later)"},
+       {"dry-run", "",
+        "Open and check the data, print what the run would read of each source (its share of "
+        "the tokens and how many epochs), and stop; nothing is written"},
+       {"world-size", "N", "Ranks the dry run plans for (default: WORLD_SIZE, else 1)"}});
   // CONFIG is optional with --resume: accept zero or one positional argument.
   std::string config_path;
   Argv rest;
   for (size_t i = 0; i < argv.size(); ++i) {
     const auto& a = argv[i];
-    bool takes_value = a == "--set" || a == "--resume" || a == "--until-step";
+    bool takes_value =
+        a == "--set" || a == "--resume" || a == "--until-step" || a == "--world-size";
     if (a.rfind("--", 0) != 0 && config_path.empty() &&
         (i == 0 || argv[i - 1].rfind("--", 0) != 0 || argv[i - 1].find('=') != std::string::npos ||
-         argv[i - 1] == "--resume-fallback")) {
+         argv[i - 1] == "--resume-fallback" || argv[i - 1] == "--dry-run")) {
       config_path = a;
       continue;
     }
@@ -62,6 +89,7 @@ int run_train(const Argv& argv) {
         "deepthin train: a CONFIG file is required (or --resume RUN_DIR)\nusage: deepthin train "
         "CONFIG [options]");
   }
+  if (args.has("dry-run")) return dry_run(cfg, args);
   auto r = train::train(cfg, opts);
   if (r.rank != 0) return 0;  // rank 0 reports for the job
   Json j = Json::object();
@@ -71,6 +99,11 @@ int run_train(const Argv& argv) {
   j["final_loss"] = r.final_loss;
   j["val_loss"] = r.val_loss;
   j["interrupted"] = r.interrupted;
+  if (r.tokens_by_source.size() > 1) {
+    Json t = Json::object();
+    for (const auto& [name, tokens] : r.tokens_by_source) t[name] = tokens;
+    j["tokens_by_source"] = std::move(t);
+  }
   std::printf("%s\n", json::dump(j).c_str());
   return 0;
 }

@@ -190,6 +190,20 @@ class Reader : public Visitor {
     sub.read(s);
   }
 
+  void section_list(std::string_view key, SectionList& list, std::string_view) override {
+    const Node* n = take(key);
+    if (!n || n->kind == Node::Kind::null) return;
+    if (n->kind != Node::Kind::sequence) bad(key, *n, "a list of sections");
+    list.clear();
+    for (size_t i = 0; i < n->items.size(); ++i) {
+      const Node& item = n->items[i];
+      const std::string k = std::string(key) + "[" + std::to_string(i) + "]";
+      if (item.kind != Node::Kind::map) bad(k, item, "a section (a mapping of keys)");
+      Reader sub(item, join_path(prefix_, k), sources_, fallback_);
+      sub.read(list.append());
+    }
+  }
+
   void read(Section& s) {
     s.visit(*this);
     for (const auto& [k, v] : node_.entries) {
@@ -278,6 +292,20 @@ class Writer : public Visitor {
     s.visit(*this);
     out_ << YAML::EndMap;
   }
+  void section_list(std::string_view key, SectionList& list, std::string_view) override {
+    out_ << YAML::Key << std::string(key) << YAML::Value;
+    if (list.size() == 0) {
+      out_ << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+      return;
+    }
+    out_ << YAML::BeginSeq;
+    for (size_t i = 0; i < list.size(); ++i) {
+      out_ << YAML::BeginMap;
+      list.at(i).visit(*this);
+      out_ << YAML::EndMap;
+    }
+    out_ << YAML::EndSeq;
+  }
 
  private:
   YAML::Emitter& out_;
@@ -318,6 +346,12 @@ class Documenter : public Visitor {
     s.visit(sub);
     rows.insert(rows.end(), sub.rows.begin(), sub.rows.end());
     paths.insert(paths.end(), sub.paths.begin(), sub.paths.end());
+  }
+  void section_list(std::string_view key, SectionList& list, std::string_view doc) override {
+    row(key, "list of sections", "[]", doc, "");
+    Documenter sub(join_path(prefix_, key) + "[]");
+    list.prototype()->visit(sub);
+    rows.insert(rows.end(), sub.rows.begin(), sub.rows.end());
   }
 
   std::vector<std::string> rows;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,6 +38,17 @@ inline constexpr RealRange kUnitInterval{0.0, 1.0};
 class Section;
 class Checker;
 
+// A list of sections of one type (data.sources), seen through the Visitor without its type.
+class SectionList {
+ public:
+  virtual ~SectionList() = default;
+  virtual size_t size() const = 0;
+  virtual Section& at(size_t i) = 0;
+  virtual void clear() = 0;
+  virtual Section& append() = 0;                      // a default element, appended
+  virtual std::unique_ptr<Section> prototype() const = 0;  // a default element, for documentation
+};
+
 class Visitor {
  public:
   virtual ~Visitor() = default;
@@ -53,6 +65,11 @@ class Visitor {
   virtual void choice_index(std::string_view key, int& index,
                             std::span<const std::string_view> names, std::string_view doc) = 0;
   virtual void section(std::string_view key, Section& s, std::string_view doc) = 0;
+  virtual void section_list(std::string_view key, SectionList& list, std::string_view doc) = 0;
+
+  // A list of sections of type S.
+  template <class S>
+  void sections(std::string_view key, std::vector<S>& v, std::string_view doc);
 
   // Enum fields: E's values are the positions of `names`.
   template <class E>
@@ -74,6 +91,26 @@ class Section {
   // Cross-key rules. Runs after finalize().
   virtual void check(const Checker& c) const { (void)c; }
 };
+
+template <class S>
+class SectionVector : public SectionList {
+ public:
+  explicit SectionVector(std::vector<S>& v) : v_(v) {}
+  size_t size() const override { return v_.size(); }
+  Section& at(size_t i) override { return v_[i]; }
+  void clear() override { v_.clear(); }
+  Section& append() override { return v_.emplace_back(); }
+  std::unique_ptr<Section> prototype() const override { return std::make_unique<S>(); }
+
+ private:
+  std::vector<S>& v_;
+};
+
+template <class S>
+void Visitor::sections(std::string_view key, std::vector<S>& v, std::string_view doc) {
+  SectionVector<S> list(v);
+  section_list(key, list, doc);
+}
 
 // Reports a rule broken at a key path, located where that key (or its nearest written ancestor) was
 // written, with the config file as the fallback.

@@ -1,5 +1,7 @@
 #include "config/train_config.h"
 
+#include <cmath>
+
 #include "util/paths.h"
 
 namespace deepthin::config {
@@ -27,6 +29,51 @@ void DataConfig::visit(Visitor& v) {
   v.field("tokenizer", tokenizer,
           "SentencePiece model: checked against the dataset manifest and copied into checkpoints");
   v.field("prefetch", prefetch, "Batches the loader's background thread keeps ready", kNonNegative);
+  v.sections("sources", sources,
+             "A weighted mixture of sources instead of path: each {name, path, weight, val_path}; "
+             "sampled in proportion to the weights in tokens, each source shuffled and served once "
+             "per epoch");
+  v.field("allow_mixture_change", allow_mixture_change,
+          "Resume a run whose sources or weights changed: each source continues where it was "
+          "(otherwise refused)");
+}
+
+void DataSource::visit(Visitor& v) {
+  v.field("name", name, "Name of the source in logs, metrics and checkpoints (one path component)");
+  v.field("path", path, "Its training tokens: a prepared directory, a glob of shards or one shard");
+  v.field("val_path", val_path,
+          "Its validation tokens when path is not a prepared directory; empty uses its val split");
+  v.field("weight", weight, "Its share of the training tokens, relative to the other sources",
+          kPositiveReal);
+}
+
+void DataSource::check(const Checker& c) const {
+  const std::string why = path_component_problem(name);
+  c.require(why.empty(), "name",
+            "'" + name.substr(0, 80) + "' is not a valid source name: " + why +
+                " (a source name is one path component: 1-128 bytes, no '/', '\\', control "
+                "characters, '.' or '..')");
+  c.require(!path.empty(), "path", "every source needs a path");
+  c.require(std::isfinite(weight) && weight > 0, "weight", "must be a finite number > 0");
+}
+
+std::vector<DataSource> data_sources(const DataConfig& d) {
+  if (!d.sources.empty()) return d.sources;
+  DataSource one;
+  one.path = d.path;
+  one.val_path = d.val_path;
+  return {one};
+}
+
+void DataConfig::check(const Checker& c) const {
+  c.require(path.empty() || sources.empty(), "sources",
+            "set either data.path (one source) or data.sources (a mixture), not both");
+  c.require(val_path.empty() || sources.empty(), "val_path",
+            "with data.sources, give each source its own val_path");
+  for (size_t i = 0; i < sources.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      c.require(sources[i].name != sources[j].name, "sources",
+                "two sources are named '" + sources[i].name + "'; names must be unique");
 }
 
 void TrainConfig::visit(Visitor& v) {

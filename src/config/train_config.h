@@ -18,13 +18,30 @@ struct RunConfig : Section {
   void check(const Checker& c) const override;  // name: one path component
 };
 
+// One source of a weighted mixture (data.sources).
+struct DataSource : Section {
+  std::string name;      // a single path component: names the source in logs, metrics, checkpoints
+  std::string path;      // prepared directory, shard glob (llm.c files too) or one shard
+  std::string val_path;  // "" → the prepared directory's val split (if any)
+  double weight = 1.0;   // share of the training tokens, relative to the other sources' weights
+  void visit(Visitor& v) override;
+  void check(const Checker& c) const override;
+};
+
+struct DataConfig;
+// The sources a run reads: data.sources, or data.path (with data.val_path) as one unnamed source.
+std::vector<DataSource> data_sources(const DataConfig& d);
+
 struct DataConfig : Section {
   std::string path;      // prepared directory, shard glob (llm.c files too) or one shard
   std::string val_path;  // "" → the prepared directory's val split (if any)
   std::string
       tokenizer;  // SentencePiece .model; checked against the manifest, copied into checkpoints
   int64_t prefetch = 2;
+  std::vector<DataSource> sources;    // a weighted mixture instead of path
+  bool allow_mixture_change = false;  // resume a run under other sources or weights
   void visit(Visitor& v) override;
+  void check(const Checker& c) const override;
 };
 
 enum class PrecisionChoice { auto_, bf16, fp32 };

@@ -42,62 +42,75 @@ int64_t Permutation::operator()(int64_t i) const {
   return static_cast<int64_t>(x);
 }
 
-Json LoaderState::to_json() const {
-  Json j = Json::object();
-  j["seed"] = static_cast<int64_t>(seed);
-  j["cursor"] = cursor;
-  return j;
+namespace {
+
+std::vector<MixSource> mix_sources(const std::vector<LoaderSource>& sources, int64_t seq_len) {
+  std::vector<MixSource> out;
+  for (const auto& s : sources) {
+    const int64_t n = s.dataset->num_windows(seq_len);
+    if (n == 0)
+      fail_input((s.name.empty() ? std::string() : "data source '" + s.name + "': ") +
+                 s.dataset->description() + ": " + std::to_string(s.dataset->total_tokens()) +
+                 " tokens hold no window of seq_len + 1 = " + std::to_string(seq_len + 1) +
+                 " tokens");
+    out.push_back(MixSource{s.name, s.weight, n});
+  }
+  return out;
 }
 
-LoaderState LoaderState::from_json(const Json& j, const std::string& where) {
-  LoaderState s;
-  s.seed = static_cast<uint64_t>(json::as_int(json::at(j, "seed", where), where + ": seed"));
-  s.cursor = json::as_int(json::at(j, "cursor", where), where + ": cursor");
-  if (s.cursor < 0) fail_input(where + ": negative loader cursor");
-  return s;
+const std::vector<LoaderSource>& checked(const std::vector<LoaderSource>& sources,
+                                         const LoaderOptions& o) {
+  if (o.micro_batch < 1 || o.seq_len < 1) fail_input("loader: micro_batch and seq_len must be >= 1");
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
+    fail_input("loader: rank " + std::to_string(o.rank) + " is outside world size " +
+               std::to_string(o.world_size));
+  if (sources.empty()) fail_input("loader: no data source");
+  return sources;
 }
+
+}  // namespace
 
 Loader::Loader(std::shared_ptr<const TokenDataset> dataset, LoaderOptions opts)
-    : ds_(std::move(dataset)), opts_(opts) {
-  if (opts_.micro_batch < 1 || opts_.seq_len < 1)
-    fail_input("loader: micro_batch and seq_len must be >= 1");
-  if (opts_.world_size < 1 || opts_.rank < 0 || opts_.rank >= opts_.world_size)
-    fail_input("loader: rank " + std::to_string(opts_.rank) + " is outside world size " +
-               std::to_string(opts_.world_size));
-  n_windows_ = ds_->num_windows(opts_.seq_len);
-  if (n_windows_ == 0)
-    fail_input(ds_->description() + ": " + std::to_string(ds_->total_tokens()) +
-               " tokens hold no window of seq_len + 1 = " + std::to_string(opts_.seq_len + 1) +
-               " tokens");
-}
+    : Loader(std::vector<LoaderSource>{LoaderSource{"", 1.0, std::move(dataset)}}, opts) {}
+
+Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions opts)
+    : sources_(std::move(sources)),
+      opts_(opts),
+      mixture_(mix_sources(checked(sources_, opts_), opts_.seq_len), opts_.seed, opts_.shuffle),
+      state_(mixture_.initial_state()) {}
 
 Loader::~Loader() {
   stop_prefetch();
 }
 
-int64_t Loader::window_at(int64_t pos) const {
-  const int64_t epoch = pos / n_windows_, i = pos % n_windows_;
-  if (!opts_.shuffle) return i;
-  std::lock_guard<std::mutex> lock(perm_mutex_);
-  if (epoch != perm_epoch_) {
-    perm_ = std::make_unique<Permutation>(n_windows_,
-                                          opts_.seed * 1000003ull + static_cast<uint64_t>(epoch));
-    perm_epoch_ = epoch;
-  }
-  return (*perm_)(i);
+int64_t Loader::num_windows() const {
+  int64_t n = 0;
+  for (size_t s = 0; s < mixture_.size(); ++s) n += mixture_.source(s).windows;
+  return n;
 }
 
-Batch Loader::make_batch(int64_t cursor) const {
+Batch Loader::make_batch(const MixState& st) const {
   const int64_t B = opts_.micro_batch, T = opts_.seq_len;
   Batch b;
+  b.after = st;
+  std::vector<Mixture::Pick> picks;
+  picks.reserve(static_cast<size_t>(B * opts_.world_size));
+  mixture_.advance(b.after, B * opts_.world_size, &picks);
   b.tokens = at::empty({B, T + 1}, at::kLong);
   int64_t* out = b.tokens.data_ptr<int64_t>();
-  const int64_t first = cursor + opts_.rank * B;
-  b.epoch = first / n_windows_;
   for (int64_t j = 0; j < B; ++j) {
-    int64_t w = window_at(first + j);
-    b.window_ids.push_back(w);
-    ds_->read_window(w, T, out + j * (T + 1));
+    const auto& p = picks[static_cast<size_t>(opts_.rank * B + j)];
+    if (j == 0) b.epoch = p.epoch;
+    b.window_ids.push_back(p.window);
+    b.sources.push_back(p.source);
+    sources_[p.source].dataset->read_window(p.window, T, out + j * (T + 1));
+  }
+  // A source's epoch e > 0 begins at the step that serves its window position e·n.
+  for (size_t s = 0; s < st.sources.size(); ++s) {
+    const int64_t n = mixture_.source(s).windows;
+    const int64_t before = st.sources[s].position, now = b.after.sources[s].position;
+    for (int64_t e = before / n + (before % n ? 1 : 0); e * n < now; ++e)
+      if (e > 0) b.epochs_begun.emplace_back(static_cast<int>(s), e);
   }
   return b;
 }
@@ -105,21 +118,19 @@ Batch Loader::make_batch(int64_t cursor) const {
 void Loader::start_prefetch() {
   if (opts_.prefetch <= 0 || worker_.joinable()) return;
   stop_ = false;
-  produce_cursor_ = cursor_;
+  produce_state_ = state_;
   worker_ = std::thread([this] {
-    const int64_t step = opts_.micro_batch * opts_.world_size;
     while (true) {
-      int64_t c;
+      MixState st;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_ || static_cast<int>(queue_.size()) < opts_.prefetch; });
         if (stop_) return;
-        c = produce_cursor_;
-        produce_cursor_ += step;
+        st = produce_state_;
       }
       Batch b;
       try {
-        b = make_batch(c);
+        b = make_batch(st);
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu_);
         worker_error_ = std::current_exception();
@@ -128,6 +139,7 @@ void Loader::start_prefetch() {
       }
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
+      produce_state_ = b.after;
       queue_.push_back(std::move(b));
       cv_.notify_all();
     }
@@ -145,10 +157,9 @@ void Loader::stop_prefetch() {
 }
 
 Batch Loader::next() {
-  const int64_t step = opts_.micro_batch * opts_.world_size;
   if (opts_.prefetch <= 0) {
-    Batch b = make_batch(cursor_);
-    cursor_ += step;
+    Batch b = make_batch(state_);
+    state_ = b.after;
     return b;
   }
   start_prefetch();
@@ -157,28 +168,42 @@ Batch Loader::next() {
   if (queue_.empty() && worker_error_) std::rethrow_exception(worker_error_);
   Batch b = std::move(queue_.front());
   queue_.pop_front();
-  cursor_ += step;
+  state_ = b.after;
   cv_.notify_all();
   return b;
 }
 
 LoaderState Loader::state() const {
-  return LoaderState{opts_.seed, cursor_};
+  return state_;
 }
 
-void Loader::set_state(const LoaderState& s) {
+void Loader::set_state(const LoaderState& s, bool allow_change, std::vector<std::string>* notes) {
   stop_prefetch();
-  if (s.seed != opts_.seed) {
-    opts_.seed = s.seed;
-    std::lock_guard<std::mutex> lock(perm_mutex_);
-    perm_epoch_ = -1;
-  }
-  cursor_ = s.cursor;
+  state_ = mixture_.resume(s, allow_change, notes);
   worker_error_ = nullptr;
 }
 
+std::vector<SourcePlan> data_plan(const Loader& loader, int64_t windows_read) {
+  std::vector<SourcePlan> out;
+  const Mixture& m = loader.mixture();
+  for (size_t s = 0; s < loader.num_sources(); ++s) {
+    SourcePlan p;
+    p.name = loader.source(s).name.empty() ? std::string("data.path") : loader.source(s).name;
+    p.weight = loader.source(s).weight;
+    p.share = m.share(s);
+    p.tokens = loader.dataset(s).total_tokens();
+    p.windows = m.source(s).windows;
+    p.description = loader.dataset(s).description();
+    const double read = p.share * static_cast<double>(windows_read);
+    p.tokens_read = read * static_cast<double>(loader.seq_len());
+    p.epochs = read / static_cast<double>(p.windows);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 int64_t Loader::epoch() const {
-  return cursor_ / n_windows_;
+  return state_.sources[0].position / mixture_.source(0).windows;
 }
 
 }  // namespace deepthin::data

@@ -53,6 +53,8 @@ class Mixture {
 
   size_t size() const { return sources_.size(); }
   const MixSource& source(size_t s) const { return sources_[s]; }
+  // The fraction of the mixed stream source s gets (its weight as the integer ratio used).
+  double share(size_t s) const { return static_cast<double>(shares_[s]) / static_cast<double>(denom_); }
   // The fresh state of a run.
   MixState initial_state() const;
   // Checks a resumed state against this mixture. With the same sources and weights it is taken as

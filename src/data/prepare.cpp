@@ -1,5 +1,7 @@
 #include "data/prepare.h"
 
+#include "data/input.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -22,7 +24,10 @@ InputFormat parse_input_format(const std::string& s) {
   if (s == "text") return InputFormat::text;
   if (s == "jsonl") return InputFormat::jsonl;
   if (s == "jsonl-tokens") return InputFormat::jsonl_tokens;
-  fail_input("unknown input format '" + s + "'; expected text | jsonl | jsonl-tokens");
+  if (s == "parquet") return InputFormat::parquet;
+  if (s == "auto") return InputFormat::auto_;
+  fail_input("unknown input format '" + s +
+             "'; expected auto | text | jsonl | jsonl-tokens | parquet");
 }
 
 namespace {
@@ -98,6 +103,48 @@ class SplitWriter {
   Json shards_ = Json::array();
   int64_t total_ = 0, documents_ = 0, docs_in_shard_ = 0;
 };
+
+}  // namespace
+
+namespace {
+
+// The format a file is read in: --format, or (auto) what its name says.
+InputFormat format_of(InputFormat requested, FileKind kind) {
+  if (requested != InputFormat::auto_) return requested;
+  if (kind == FileKind::parquet) return InputFormat::parquet;
+  if (kind == FileKind::text) return InputFormat::text;
+  return InputFormat::jsonl;
+}
+
+// One JSONL line into a document. False for a line that holds none (blank, an empty text, or a
+// malformed line skipped under --on-bad-line skip, which is counted).
+bool parse_line(const std::string& line, const std::string& where, InputFormat fmt,
+                const PrepareOptions& opts, int64_t vocab, Document& d, int64_t& skipped) {
+  if (line.find_first_not_of(" \t\r") == std::string::npos) return false;
+  try {
+    Json j = json::parse(line, where);
+    if (fmt != InputFormat::jsonl_tokens) {
+      const Json* t = json::find(j, opts.text_field);
+      if (!t) fail_input(where + ": no \"" + opts.text_field + "\" field (set --text-field)");
+      d.text = json::as_string(*t, where + ": field \"" + opts.text_field + "\"");
+      return !d.text.empty();
+    }
+    const Json* ids = json::find(j, "token_ids");
+    if (!ids) fail_input(where + ": no \"token_ids\" field");
+    for (const auto& v : json::as_array(*ids, where + ": token_ids")) {
+      int64_t id = json::as_int(v, where + ": token_ids");
+      if (id < 0 || id >= vocab)
+        fail_input(where + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                   std::to_string(vocab) + ")");
+      d.tokens.push_back(static_cast<int32_t>(id));
+    }
+    return !d.tokens.empty();
+  } catch (const Error& e) {
+    if (!opts.skip_bad_lines || e.kind() != ErrorKind::input) throw;
+    ++skipped;
+    return false;
+  }
+}
 
 }  // namespace
 
@@ -220,52 +267,49 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   Json sources = Json::array();
   for (const auto& f : files) {
     const int64_t fsize = static_cast<int64_t>(std::filesystem::file_size(f));
+    const FileKind kind = kind_from_name(f);
+    const InputFormat fmt = format_of(opts.format, kind);
     Json src = Json::object();
     src["path"] = f.string();
     src["bytes"] = fsize;
+    src["read_as"] = fmt == InputFormat::parquet ? std::string("parquet column ") + opts.text_field
+                                                  : std::string(kind_name(kind));
     sources.push_back(std::move(src));
-    if (opts.format == InputFormat::text) {
+    const int64_t before = prog.bytes_read;
+    auto file_progress = [&](int64_t bytes) { prog.bytes_read = before + bytes; };
+    if (fmt == InputFormat::text) {
       std::string text = read_file(f, "input");
       prog.bytes_read += fsize;
       if (!text.empty()) add_doc(Document{std::move(text), {}}, static_cast<size_t>(fsize));
-      continue;
-    }
-    std::ifstream in(f, std::ios::binary);
-    if (!in) fail_input("cannot read input " + f.string());
-    std::string line;
-    int64_t lineno = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      prog.bytes_read += static_cast<int64_t>(line.size()) + 1;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const std::string where = f.string() + ":" + std::to_string(lineno);
-      Document d;
-      try {
-        Json j = json::parse(line, where);
-        if (opts.format == InputFormat::jsonl) {
-          const Json* t = json::find(j, opts.text_field);
-          if (!t) fail_input(where + ": no \"" + opts.text_field + "\" field (set --text-field)");
-          d.text = json::as_string(*t, where + ": field \"" + opts.text_field + "\"");
-          if (d.text.empty()) continue;
-        } else {
-          const Json* ids = json::find(j, "token_ids");
-          if (!ids) fail_input(where + ": no \"token_ids\" field");
-          for (const auto& v : json::as_array(*ids, where + ": token_ids")) {
-            int64_t id = json::as_int(v, where + ": token_ids");
-            if (id < 0 || id >= vocab)
-              fail_input(where + ": token id " + std::to_string(id) +
-                         " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
-            d.tokens.push_back(static_cast<int32_t>(id));
-          }
-          if (d.tokens.empty()) continue;
-        }
-      } catch (const Error& e) {
-        if (!opts.skip_bad_lines || e.kind() != ErrorKind::input) throw;
-        ++result.skipped_lines;
-        continue;
+    } else if (fmt == InputFormat::parquet) {
+      read_parquet_column(
+          f, opts.text_field,
+          [&](const ParquetRow& row) {
+            if (row.is_null) {
+              if (!opts.skip_bad_lines)
+                fail_input(f.string() + ": row " + std::to_string(row.row) + ": column '" +
+                           opts.text_field + "' is null (--on-bad-line skip skips such rows)");
+              ++result.skipped_lines;
+            } else if (!row.text.empty()) {
+              add_doc(Document{std::string(row.text), {}}, row.text.size());
+            }
+          },
+          file_progress);
+    } else {
+      LineReader lines(f, kind);
+      std::string line;
+      int64_t lineno = 0;
+      while (lines.next(line)) {
+        ++lineno;
+        file_progress(lines.file_bytes_read());
+        Document d;
+        if (!parse_line(line, f.string() + ":" + std::to_string(lineno), fmt, opts, vocab, d,
+                        result.skipped_lines))
+          continue;
+        add_doc(std::move(d), line.size());
       }
-      add_doc(std::move(d), line.size());
     }
+    prog.bytes_read = before + fsize;
   }
   process();
   train.finish();
@@ -281,9 +325,8 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   m["max_token_id"] = max_id;
   m["bos_id"] = frame ? bos : -1;
   m["eos_id"] = frame ? eos : -1;
-  m["input_format"] = opts.format == InputFormat::text    ? "text"
-                      : opts.format == InputFormat::jsonl ? "jsonl"
-                                                          : "jsonl-tokens";
+  static const char* kFormats[] = {"text", "jsonl", "jsonl-tokens", "parquet", "auto"};
+  m["input_format"] = kFormats[static_cast<int>(opts.format)];
   if (tok) {
     Json t = Json::object();
     t["path"] = tok->path().string();

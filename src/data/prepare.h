@@ -1,4 +1,5 @@
-// `deepthin data prepare`: text, JSONL or pre-tokenized JSONL in; token shards and a manifest out.
+// `deepthin data prepare`: text, JSONL (plain, .gz, .zst), parquet or pre-tokenized JSONL in; token
+// shards and a manifest out.
 //
 // Deterministic: the same inputs and options give byte-identical shards and manifest, whatever the
 // thread count. Each document is framed as BOS … EOS (pre-tokenized lines are kept as given). A
@@ -17,7 +18,9 @@
 
 namespace deepthin::data {
 
-enum class InputFormat { text, jsonl, jsonl_tokens };
+// auto: by each file's name (data/input.h): .parquet, .jsonl/.json/.ndjson (+ .gz/.zst/.zstd), else
+// text. Compressed JSONL is decompressed whatever the format says.
+enum class InputFormat { text, jsonl, jsonl_tokens, parquet, auto_ };
 InputFormat parse_input_format(const std::string& s);
 
 struct PrepareOptions {
@@ -26,11 +29,11 @@ struct PrepareOptions {
   std::vector<std::string> inputs;  // files or globs
   InputFormat format = InputFormat::text;
   std::filesystem::path out;
-  std::string text_field = "text";
+  std::string text_field = "text";  // JSONL field or parquet column
   double val_fraction = 0.0;
   int threads = 2;
   int64_t shard_tokens = 100'000'000;
-  bool skip_bad_lines = false;  // malformed JSONL: skip (and count) instead of failing
+  bool skip_bad_lines = false;  // malformed JSONL, null parquet values: skip (and count)
   bool force = false;           // replace an existing output directory
   std::string command_line;     // recorded in the manifest
 };

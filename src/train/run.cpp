@@ -4,7 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdlib>
+#include <optional>
 #include <thread>
+#include <tuple>
 
 #include "data/tokenizer.h"
 #include "export/model_dir.h"
@@ -41,8 +43,9 @@ void setup_process(Run& r, const TrainOptions& opts) {
         1, static_cast<int>(std::thread::hardware_concurrency()) / r.env.local_world_size));
   r.precision = resolve_precision(cfg.train.precision, r.device);
   check_memory_fits(cfg, r.device, /*training=*/true, r.env.world_size, "training");
-  if (cfg.data.path.empty())
-    fail_input("data.path is not set: point it at a prepared directory or shard files");
+  if (cfg.data.path.empty() && cfg.data.sources.empty())
+    fail_input("data.path is not set: point it at a prepared directory or shard files (or list "
+               "several under data.sources)");
   // Listing validates every checkpoint's identity (its folder name against its trainer_state).
   const bool has_checkpoints = !list_checkpoints(r.dir).empty();
   if (!opts.resume && has_checkpoints)
@@ -73,7 +76,7 @@ void open_run_directory(Run& r) {
   }
 }
 
-std::shared_ptr<data::TokenDataset> open_val(const config::DataConfig& d) {
+std::shared_ptr<data::TokenDataset> open_val(const config::DataSource& d) {
   if (!d.val_path.empty()) return data::TokenDataset::open(d.val_path, "val");
   std::error_code ec;
   if (!fs::is_directory(d.path, ec)) return nullptr;
@@ -84,31 +87,54 @@ std::shared_ptr<data::TokenDataset> open_val(const config::DataConfig& d) {
   return data::TokenDataset::open(d.path, "val");
 }
 
-// The datasets (checked against the model's vocabulary and the configured tokenizer), the step
-// budget and this rank's loader.
+// Every source's datasets, checked against the model's vocabulary and the configured tokenizer.
+std::vector<Run::Source> open_sources(const config::Config& cfg) {
+  std::optional<data::Tokenizer> tok;
+  if (!cfg.data.tokenizer.empty()) tok = data::Tokenizer::load(cfg.data.tokenizer);
+  std::vector<Run::Source> out;
+  for (const auto& src : config::data_sources(cfg.data)) {
+    Run::Source s{src.name, src.weight, data::TokenDataset::open(src.path, "train"), open_val(src)};
+    for (const auto* ds : {s.train.get(), s.val.get()}) {
+      if (!ds) continue;
+      ds->check_vocab(cfg.model.vocab_size, "model.vocab_size");  // the ids the shards really hold
+      if (tok) ds->check_tokenizer(tok->sha256(), tok->path().string());
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// The step budget over `world` ranks: tokens per optimizer step, and steps.
+std::pair<int64_t, int64_t> budget(const config::Config& cfg, int world) {
+  const auto& tc = cfg.train;
+  const int64_t per_step =
+      tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len * static_cast<int64_t>(world);
+  const int64_t steps =
+      tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + per_step - 1) / per_step;
+  if (steps <= 0) fail_input("set train.max_steps or train.max_tokens to a positive number");
+  return {per_step, steps};
+}
+
+std::unique_ptr<data::Loader> make_loader(const config::Config& cfg,
+                                          const std::vector<Run::Source>& sources, int rank,
+                                          int world, int prefetch) {
+  std::vector<data::LoaderSource> ls;
+  for (const auto& s : sources) ls.push_back({s.name, s.weight, s.train});
+  const auto& tc = cfg.train;
+  return std::make_unique<data::Loader>(
+      std::move(ls), data::LoaderOptions{tc.micro_batch_size, tc.seq_len, rank, world,
+                                         static_cast<uint64_t>(tc.seed), true, prefetch});
+}
+
+// The datasets, the step budget and this rank's loader.
 void open_data(Run& r) {
   const config::Config& cfg = *r.cfg;
-  const auto& tc = cfg.train;
-  r.train_ds = data::TokenDataset::open(cfg.data.path, "train");
-  r.val_ds = open_val(cfg.data);
-  for (const auto* ds : {r.train_ds.get(), r.val_ds.get()}) {
-    if (!ds) continue;
-    ds->check_vocab(cfg.model.vocab_size, "model.vocab_size");  // the ids the shards really hold
-    if (!cfg.data.tokenizer.empty()) {
-      auto tok = data::Tokenizer::load(cfg.data.tokenizer);
-      ds->check_tokenizer(tok.sha256(), tok.path().string());
-    }
-  }
-  r.tokens_per_step =
-      tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len * static_cast<int64_t>(r.world());
-  r.total_steps =
-      tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + r.tokens_per_step - 1) / r.tokens_per_step;
-  if (r.total_steps <= 0)
-    fail_input("set train.max_steps or train.max_tokens to a positive number");
-  r.loader = std::make_unique<data::Loader>(
-      r.train_ds, data::LoaderOptions{tc.micro_batch_size, tc.seq_len, r.comm->rank(), r.world(),
-                                      static_cast<uint64_t>(tc.seed), true,
-                                      static_cast<int>(cfg.data.prefetch)});
+  r.sources = open_sources(cfg);
+  r.train_ds = r.sources[0].train;
+  r.val_ds = r.sources[0].val;
+  std::tie(r.tokens_per_step, r.total_steps) = budget(cfg, r.world());
+  r.loader = make_loader(cfg, r.sources, r.comm->rank(), r.world(),
+                         static_cast<int>(cfg.data.prefetch));
 }
 
 // fp32 master weights on the device; with several ranks, bucketed data parallelism (optionally
@@ -172,7 +198,10 @@ void resume(Run& r, const TrainOptions& opts) {
   exports::load_weights(r.model, exports::model_tensors(saved.model, false), ref->dir.string());
   r.optimizer->load_state(ck.optimizer, ck.state.step, ref->dir.string());
   r.state = ck.state;
-  r.loader->set_state(r.state.loader);
+  std::vector<std::string> notes;
+  r.loader->set_state(r.state.loader, r.cfg->data.allow_mixture_change, &notes);
+  for (const auto& n : notes) log::info("data (data.allow_mixture_change): {}", n);
+  r.state.loader = r.loader->state();
   restore_cpu_rng(r.state);
   log::info("resumed from {} (step {}, {} tokens)", ref->dir.string(), r.state.step,
             group_digits(r.state.tokens));
@@ -185,13 +214,32 @@ void describe(const Run& r) {
             group_digits(counts.total), counts.effective_layers, precision_name(r.precision),
             device_name(r.device), r.device.str(),
             r.world() > 1 ? " × " + std::to_string(r.world()) + " ranks" : std::string());
-  log::info("data: {} ({} tokens, {} windows); {} tokens/step, {} steps ({} tokens)",
-            r.train_ds->description(), group_digits(r.train_ds->total_tokens()),
-            group_digits(r.loader->num_windows()), group_digits(r.tokens_per_step), r.total_steps,
+  if (r.sources.size() == 1) {
+    log::info("data: {} ({} tokens, {} windows); {} tokens/step, {} steps ({} tokens)",
+              r.train_ds->description(), group_digits(r.train_ds->total_tokens()),
+              group_digits(r.loader->num_windows()), group_digits(r.tokens_per_step), r.total_steps,
+              human_count(static_cast<double>(r.total_steps * r.tokens_per_step)));
+    return;
+  }
+  log::info("data: a mixture of {} sources; {} tokens/step, {} steps ({} tokens)",
+            r.sources.size(), group_digits(r.tokens_per_step), r.total_steps,
             human_count(static_cast<double>(r.total_steps * r.tokens_per_step)));
+  for (const auto& p :
+       data::data_plan(*r.loader, r.total_steps * r.tokens_per_step / cfg.train.seq_len))
+    log::info("  source {}: weight {} ({}% of the tokens), {} tokens in {}; this run reads {} "
+              "tokens, {} epochs",
+              p.name, p.weight, log::fixed(100 * p.share, 2), group_digits(p.tokens),
+              p.description, human_count(p.tokens_read), log::fixed(p.epochs, 3));
 }
 
 }  // namespace
+
+std::vector<data::SourcePlan> plan_data(const config::Config& cfg, int world_size) {
+  const auto sources = open_sources(cfg);
+  const auto [per_step, steps] = budget(cfg, world_size);
+  const auto loader = make_loader(cfg, sources, 0, world_size, 0);
+  return data::data_plan(*loader, steps * per_step / cfg.train.seq_len);
+}
 
 std::unique_ptr<Run> setup_run(const config::Config& cfg, const TrainOptions& opts) {
   auto r = std::make_unique<Run>();

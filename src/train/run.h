@@ -39,7 +39,14 @@ struct Run {
   std::shared_ptr<dist::Comm> comm;
   std::unique_ptr<DirLock> lock;  // rank 0: one writer per run directory
   // Data.
-  std::shared_ptr<data::TokenDataset> train_ds, val_ds;  // val_ds may be null
+  std::shared_ptr<data::TokenDataset> train_ds, val_ds;  // the first source's; val_ds may be null
+  // Every source of the mixture (one, unnamed, for data.path), in the config's order.
+  struct Source {
+    std::string name;
+    double weight = 1.0;
+    std::shared_ptr<data::TokenDataset> train, val;  // val may be null
+  };
+  std::vector<Source> sources;
   std::unique_ptr<data::Loader> loader;
   int64_t tokens_per_step = 0;  // all ranks, all micro-batches
   int64_t total_steps = 0;

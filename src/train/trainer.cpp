@@ -86,9 +86,20 @@ void save_run_checkpoint(Run& r, const RunClock& elapsed) {
   log::info("checkpoint {}", dir.string());
 }
 
+// Validation loss: of the one source, or of each source with validation data and their
+// weight-averaged mix.
 void evaluate_run(Run& r, TrainResult& result, const RunClock& elapsed) {
-  if (!r.val_ds) return;
-  const double v = validation_loss(r.model, r.val_ds, *r.cfg, r.device, r.precision, *r.comm);
+  Json per_source = Json::object();
+  double v = 0, weights = 0;
+  for (const auto& s : r.sources) {
+    if (!s.val) continue;
+    const double l = validation_loss(r.model, s.val, *r.cfg, r.device, r.precision, *r.comm);
+    v += s.weight * l;
+    weights += s.weight;
+    if (!s.name.empty()) per_source[s.name] = l;
+  }
+  if (weights == 0) return;
+  v /= weights;
   result.val_loss = v;
   if (!r.rank0()) return;
   Json j = Json::object();
@@ -96,6 +107,11 @@ void evaluate_run(Run& r, TrainResult& result, const RunClock& elapsed) {
   j["step"] = r.state.step;
   j["tokens"] = r.state.tokens;
   j["val_loss"] = v;
+  for (const auto& [name, l] : per_source.items()) {
+    j["val_loss/" + name] = l;
+    log::info("eval step {}: source {}: val loss {}", r.state.step, name,
+              log::fixed(l.get<double>(), 4));
+  }
   j["val_ppl"] = std::exp(v);
   j["elapsed_s"] = elapsed();
   r.metrics->write(j);
@@ -149,6 +165,26 @@ struct StepInfo {
   double flops_per_token = 0, peak_tflops = 0;  // fixed for the run: for MFU
 };
 
+// Tokens read from each source so far, all ranks: the loader's per-source positions.
+std::vector<std::pair<std::string, int64_t>> tokens_by_source(const Run& r) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  const auto st = r.loader->state();
+  for (size_t s = 0; s < st.sources.size(); ++s)
+    out.emplace_back(st.sources[s].name, st.sources[s].position * r.cfg->train.seq_len);
+  return out;
+}
+
+// The micro-batch's tokens; the log says when a source of the mixture begins another epoch.
+at::Tensor next_tokens(Run& r) {
+  data::Batch b = r.loader->next();
+  if (r.rank0())
+    for (const auto& [s, epoch] : b.epochs_begun)
+      log::info("data: source {} ran out and begins epoch {} (its windows reshuffled)",
+                r.sources[s].name.empty() ? std::string("data.path") : r.sources[s].name,
+                epoch + 1);
+  return b.tokens;
+}
+
 // One log line and one metrics.jsonl record for the window, then a fresh window.
 void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& elapsed) {
   const config::Config& cfg = *r.cfg;
@@ -175,6 +211,8 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
     j["tokens_per_s"] = tps;
     if (r.world() > 1) j["tokens_per_s_per_device"] = tps / r.world();
     if (std::isfinite(mfu)) j["mfu"] = mfu;
+    if (r.sources.size() > 1)
+      for (const auto& [name, tokens] : tokens_by_source(r)) j["tokens/" + name] = tokens;
     j["peak_mem_gb"] = mem;
     j["step_time_s"] = step_s;
     j["elapsed_s"] = elapsed();
@@ -236,7 +274,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   while (r.state.step < r.total_steps) {
     info.lr = learning_rate(cfg.schedule, cfg.optimizer.lr, r.state.step, r.total_steps);
     const bool timed = r.teacher && (r.state.step + 1) % cfg.log.every == 0;
-    const StepResult s = step.run([&] { return r.loader->next().tokens; }, info.lr,
+    const StepResult s = step.run([&] { return next_tokens(r); }, info.lr,
                                   r.state.step + 1, g_stop_requested, timed);
     if (timed) info.teacher_ms = step.teacher_ms();
     info.grad_norm = s.grad_norm;
@@ -264,6 +302,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
   if (!result.interrupted) evaluate_run(r, result, elapsed);
   result.steps = r.state.step;
   result.tokens = r.state.tokens;
+  result.tokens_by_source = tokens_by_source(r);
   log::flush();
   return result;
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "data/loader.h"
 
 namespace deepthin::train {
 
@@ -17,6 +18,10 @@ struct TrainOptions {
   int64_t until_step = 0;  // stop (checkpointing) once this step is reached; 0 = run to the end
 };
 
+// `deepthin train --dry-run`: what a run of `world_size` ranks would read of each source (the
+// datasets are opened and checked; nothing is written).
+std::vector<data::SourcePlan> plan_data(const config::Config& cfg, int world_size);
+
 struct TrainResult {
   int64_t steps = 0;
   int64_t tokens = 0;
@@ -24,6 +29,9 @@ struct TrainResult {
   double val_loss = 0;  // NaN when there is no validation data
   bool interrupted = false;
   int rank = 0;  // this process in a distributed run (only rank 0 reports)
+  // Tokens read from each source since the run began (all ranks), in the config's order; one
+  // unnamed entry for data.path.
+  std::vector<std::pair<std::string, int64_t>> tokens_by_source;
 };
 
 // Resolves the run directory for a config: <run.root>/<run.name or the config file's stem>.
