@@ -412,7 +412,7 @@ TEST_F(DataTest, CliErrorsExitTwo) {
   auto r = run_cli("data prepare --tokenizer " + tok_path_.string() + " --input " +
                    corpus_.string() + " --format xml --out " + (tmp_ / "o").string());
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("unknown input format 'xml'; expected text | jsonl | jsonl-tokens"),
+  EXPECT_NE(r.err.find("unknown input format 'xml'; expected auto | text | jsonl | jsonl-tokens | parquet"),
             std::string::npos)
       << r.err;
   r = run_cli("data prepare --tokenizer " + (tmp_ / "missing.model").string() + " --input " +
