@@ -1,4 +1,6 @@
 // deepthin train CONFIG [--set …] [--resume RUN_DIR] [--resume-fallback] [--until-step N]
+#include <torch/csrc/autograd/grad_mode.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -6,6 +8,11 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "config/config.h"
+#include "data/tokenizer.h"
+#include "eval/tasks.h"
+#include "eval/zero_shot.h"
+#include "train/device_info.h"
+#include "train/precision.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/json_io.h"
@@ -29,6 +36,28 @@ int dry_run(const config::Config& cfg, const Args& args) {
               "epoch)\n",
               world, world == 1 ? "" : "s", static_cast<long long>(cfg.train.seq_len));
   return 0;
+}
+
+// eval.tasks: the task files and the tokenizer are loaded once, before training; the trainer calls
+// back at the steps asked and logs what this returns (deepthin eval's numbers on the live model,
+// with deepthin eval's defaults for the device).
+std::function<Json(model::Decoder&)> task_evaluator(const config::Config& cfg) {
+  const auto& e = cfg.eval;
+  if (e.tasks.empty()) return {};
+  if (cfg.data.tokenizer.empty())
+    fail_input("eval.tasks needs data.tokenizer: the tasks' text is tokenized with it");
+  auto tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(cfg.data.tokenizer));
+  auto tasks = std::make_shared<std::vector<eval::Task>>();
+  for (const auto& name : e.tasks.size() == 1 && e.tasks[0] == "all" ? eval::known_tasks() : e.tasks)
+    tasks->push_back(eval::load_task(name, e.tasks_data, e.tasks_items));
+  const auto device = train::parse_device(cfg.train.device);
+  eval::ZeroShotOptions o;
+  o.precision = train::resolve_precision(cfg.train.precision, device);
+  o.shared_prefix_min = device.is_cuda() ? 0 : 64;
+  return [tok, tasks, o](model::Decoder& m) {
+    torch::NoGradGuard no_grad;
+    return eval::zero_shot_json(eval::score_tasks(m, *tok, *tasks, o));
+  };
 }
 
 }  // namespace
@@ -90,6 +119,7 @@ int run_train(const Argv& argv) {
         "CONFIG [options]");
   }
   if (args.has("dry-run")) return dry_run(cfg, args);
+  opts.evaluate_tasks = task_evaluator(cfg);
   auto r = train::train(cfg, opts);
   if (r.rank != 0) return 0;  // rank 0 reports for the job
   Json j = Json::object();
@@ -99,6 +129,7 @@ int run_train(const Argv& argv) {
   j["final_loss"] = r.final_loss;
   j["val_loss"] = r.val_loss;
   j["interrupted"] = r.interrupted;
+  j["goodput"] = r.goodput;
   if (r.tokens_by_source.size() > 1) {
     Json t = Json::object();
     for (const auto& [name, tokens] : r.tokens_by_source) t[name] = tokens;

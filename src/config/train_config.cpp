@@ -67,7 +67,8 @@ std::vector<DataSource> data_sources(const DataConfig& d) {
 
 void DataConfig::check(const Checker& c) const {
   c.require(path.empty() || sources.empty(), "sources",
-            "set either data.path (one source) or data.sources (a mixture), not both");
+            "set either data.path (one source) or data.sources (a mixture), not both (when a base "
+            "config sets data.path, write path: \"\" beside the sources)");
   c.require(val_path.empty() || sources.empty(), "val_path",
             "with data.sources, give each source its own val_path");
   for (size_t i = 0; i < sources.size(); ++i)
@@ -148,6 +149,20 @@ void EvalConfig::visit(Visitor& v) {
   v.field("every", every, "Validate every this many steps (and at the end); 0 only at the end",
           kNonNegative);
   v.field("batches", batches, "Validation batches per evaluation", kPositive);
+  v.field("tasks", tasks,
+          "Zero-shot tasks (deepthin eval's: arc_easy, boolq, …, or all) scored on the live model "
+          "while training; accuracies go to metrics.jsonl and TensorBoard");
+  v.field("tasks_every", tasks_every, "Score eval.tasks every this many steps (and at the end)",
+          kNonNegative);
+  v.field("tasks_items", tasks_items, "Items per task for eval.tasks; 0 takes every item",
+          kNonNegative);
+  v.field("tasks_data", tasks_data,
+          "Directory of the task files for eval.tasks (scripts/get_eval_data.sh writes them)");
+}
+
+void EvalConfig::check(const Checker& c) const {
+  c.require(tasks.empty() || !tasks_data.empty(), "tasks_data",
+            "eval.tasks needs eval.tasks_data: the directory of the task files");
 }
 
 void CheckpointConfig::visit(Visitor& v) {
@@ -157,6 +172,10 @@ void CheckpointConfig::visit(Visitor& v) {
   v.field("at_end", at_end,
           "Checkpoint when the run ends (turn off for throughput benchmarks; stops on a signal or "
           "--until-step still checkpoint)");
+  v.field("async", async,
+          "Write checkpoints in a background thread: the step only copies the state to host memory "
+          "(pinned on GPUs), and waits for a previous write only if it is still running; files, "
+          "checksums and atomic publication are as with false (the step writes them itself)");
 }
 
 void KdConfig::visit(Visitor& v) {

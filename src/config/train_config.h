@@ -100,13 +100,20 @@ struct ScheduleConfig : Section {
 struct EvalConfig : Section {
   int64_t every = 1000;  // steps; 0 → only at the end
   int64_t batches = 20;
+  // Zero-shot tasks on the live model while training (deepthin eval's tasks).
+  std::vector<std::string> tasks;
+  int64_t tasks_every = 0;  // steps; 0 → only at the end
+  int64_t tasks_items = 0;  // items per task; 0 → all
+  std::string tasks_data;   // directory of the task files
   void visit(Visitor& v) override;
+  void check(const Checker& c) const override;
 };
 
 struct CheckpointConfig : Section {
   int64_t every = 1000;  // steps; 0 → only at the end
   int64_t keep_last = 3;
   bool at_end = true;  // checkpoint when the run ends (off for benchmarks)
+  bool async = true;   // write in a background thread from a host snapshot
   void visit(Visitor& v) override;
 };
 

@@ -7,14 +7,16 @@
 #include "util/error.h"
 
 #ifdef DEEPTHIN_ARROW
-#include <arrow/array.h>
 #include <arrow/io/compressed.h>
 #include <arrow/io/file.h>
-#include <arrow/record_batch.h>
 #include <arrow/util/compression.h>
-#include <parquet/arrow/reader.h>
+#include <parquet/column_reader.h>
 #include <parquet/exception.h>
+#include <parquet/file_reader.h>
+#include <parquet/metadata.h>
 #include <parquet/properties.h>
+#include <parquet/schema.h>
+#include <parquet/types.h>
 #endif
 
 namespace deepthin::data {
@@ -183,73 +185,65 @@ void read_parquet_column(const fs::path& p, const std::string& column,
                          const std::function<void(const ParquetRow&)>& f,
                          const std::function<void(int64_t)>& progress) {
 #ifdef DEEPTHIN_ARROW
-  auto check = [&](const arrow::Status& st, const std::string& what) {
-    if (!st.ok()) fail_input(p.string() + ": " + what + ": " + st.ToString());
-  };
   auto file = arrow::io::ReadableFile::Open(p.string());
   if (!file.ok()) fail_input("cannot read input " + p.string() + ": " + file.status().ToString());
-  // Pages are read through a 1 MiB buffer and decoded 1,024 rows at a time: memory holds one
-  // record batch of the one column, not the row group.
-  parquet::ReaderProperties props = parquet::default_reader_properties();
-  props.enable_buffered_stream();
-  props.set_buffer_size(1 << 20);
-  parquet::ArrowReaderProperties aprops;
-  aprops.set_batch_size(1024);
-  aprops.set_pre_buffer(false);
-  parquet::arrow::FileReaderBuilder builder;
   try {
-    check(builder.Open(*file, props), "not a parquet file");
-  } catch (const parquet::ParquetException& e) {
-    fail_input(p.string() + ": not a parquet file: " + e.what());
-  }
-  builder.properties(aprops);
-  auto reader = builder.Build();
-  if (!reader.ok()) fail_input(p.string() + ": " + reader.status().ToString());
-  std::shared_ptr<arrow::Schema> schema;
-  check((*reader)->GetSchema(&schema), "cannot read the schema");
-  const int col = schema->GetFieldIndex(column);
-  if (col < 0) {
-    std::string names;
-    for (const auto& fld : schema->fields()) names += (names.empty() ? "" : ", ") + fld->name();
-    fail_input(p.string() + ": no column '" + column + "' (columns: " + names +
-               "); choose one with --text-field");
-  }
-  const auto type = schema->field(col)->type()->id();
-  if (type != arrow::Type::STRING && type != arrow::Type::LARGE_STRING &&
-      type != arrow::Type::STRING_VIEW)
-    fail_input(p.string() + ": column '" + column + "' holds " +
-               schema->field(col)->type()->ToString() + ", not strings");
-  std::vector<int> groups((*reader)->num_row_groups());
-  for (size_t i = 0; i < groups.size(); ++i) groups[i] = static_cast<int>(i);
-  auto batches = (*reader)->GetRecordBatchReader(groups, {col});
-  if (!batches.ok()) fail_input(p.string() + ": " + batches.status().ToString());
-  ParquetRow row;
-  while (true) {
-    std::shared_ptr<arrow::RecordBatch> batch;
-    try {
-      check((*batches)->ReadNext(&batch), "cannot read a record batch");
-    } catch (const parquet::ParquetException& e) {
-      fail_input(p.string() + ": " + e.what());
+    // Pages are read one at a time through a 1 MiB buffer and decoded 1,024 values at a time, the
+    // values pointing into the page: memory holds a page of the one column, never a row group.
+    parquet::ReaderProperties props = parquet::default_reader_properties();
+    props.enable_buffered_stream();
+    props.set_buffer_size(1 << 20);
+    auto reader = parquet::ParquetFileReader::Open(*file, props);
+    const auto md = reader->metadata();
+    const parquet::SchemaDescriptor* schema = md->schema();
+    const int col = schema->ColumnIndex(column);
+    if (col < 0) {
+      std::string names;
+      for (int i = 0; i < schema->num_columns(); ++i)
+        names += (i ? ", " : "") + schema->Column(i)->path()->ToDotString();
+      fail_input(p.string() + ": no column '" + column + "' (columns: " + names +
+                 "); choose one with --text-field");
     }
-    if (!batch) break;
-    const auto& arr = batch->column(0);
-    for (int64_t i = 0; i < arr->length(); ++i, ++row.row) {
-      row.is_null = arr->IsNull(i);
-      if (row.is_null) {
-        row.text = {};
-      } else if (type == arrow::Type::STRING) {
-        row.text = static_cast<const arrow::StringArray&>(*arr).GetView(i);
-      } else if (type == arrow::Type::LARGE_STRING) {
-        row.text = static_cast<const arrow::LargeStringArray&>(*arr).GetView(i);
-      } else {
-        row.text = static_cast<const arrow::StringViewArray&>(*arr).GetView(i);
+    const parquet::ColumnDescriptor* cd = schema->Column(col);
+    const bool text = cd->physical_type() == parquet::Type::BYTE_ARRAY &&
+                      (cd->logical_type()->is_string() ||
+                       cd->converted_type() == parquet::ConvertedType::UTF8);
+    if (!text || cd->max_repetition_level() > 0) {
+      std::string type = cd->max_repetition_level() > 0
+                             ? std::string("lists")
+                             : parquet::TypeToString(cd->physical_type());
+      for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      fail_input(p.string() + ": column '" + column + "' holds " + type + ", not strings");
+    }
+    const int16_t max_def = cd->max_definition_level();
+    constexpr int64_t kBatch = 1024;
+    std::vector<int16_t> def(kBatch);
+    std::vector<parquet::ByteArray> values(kBatch);
+    ParquetRow row;
+    for (int rg = 0; rg < md->num_row_groups(); ++rg) {
+      auto column_reader = reader->RowGroup(rg)->Column(col);
+      auto* strings = static_cast<parquet::ByteArrayReader*>(column_reader.get());
+      while (strings->HasNext()) {
+        int64_t n_values = 0;
+        const int64_t n_rows = strings->ReadBatch(kBatch, max_def > 0 ? def.data() : nullptr,
+                                                  nullptr, values.data(), &n_values);
+        size_t v = 0;
+        for (int64_t i = 0; i < n_rows; ++i, ++row.row) {
+          row.is_null = max_def > 0 && def[i] < max_def;
+          row.text = row.is_null ? std::string_view()
+                                 : std::string_view(reinterpret_cast<const char*>(values[v].ptr),
+                                                    values[v].len);
+          if (!row.is_null) ++v;
+          f(row);
+        }
       }
-      f(row);
+      if (progress) {
+        auto t = (*file)->Tell();
+        progress(t.ok() ? *t : 0);
+      }
     }
-    if (progress) {
-      auto t = (*file)->Tell();
-      progress(t.ok() ? *t : 0);
-    }
+  } catch (const parquet::ParquetException& e) {
+    fail_input(p.string() + ": not a readable parquet file: " + e.what());
   }
 #else
   (void)column;

@@ -2,8 +2,8 @@
 // zstd-compressed: .jsonl.gz, .jsonl.zst, .jsonl.zstd) and parquet (one text column).
 //
 // Compressed JSONL and parquet are read through Arrow C++ (the library of the pyarrow wheel, see
-// the README): JSONL through Arrow's streaming decompressors, parquet one record batch at a time
-// from each row group, so memory stays bounded whatever the size of the file.
+// the README): JSONL through Arrow's streaming decompressors, parquet through its column readers
+// page by page, so memory stays bounded whatever the size of the file or its row groups.
 #pragma once
 
 #include <cstdint>
@@ -47,9 +47,10 @@ struct ParquetRow {
   int64_t row = 0;  // in the file, from 0
 };
 
-// Calls f for every row of `column`, row group by row group, in order. Input error naming the file
-// and column when it is missing or not a string column. Reports the bytes of the file consumed
-// through `progress` after every record batch.
+// Calls f for every row of `column`, row group by row group, in order; row.text points into the
+// current page and is valid during the call. Input error naming the file and column when it is
+// missing or not a string column. Reports the bytes of the file consumed through `progress` after
+// every row group.
 void read_parquet_column(const std::filesystem::path& p, const std::string& column,
                          const std::function<void(const ParquetRow&)>& f,
                          const std::function<void(int64_t bytes)>& progress = {});

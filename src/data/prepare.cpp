@@ -3,6 +3,9 @@
 #include "data/input.h"
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -62,7 +65,7 @@ class SplitWriter {
   }
 
   void finish() {
-    if (!buf_.empty()) flush();
+    if (file_ && file_->tokens() > 0) flush();
   }
 
   Json manifest() const {
@@ -77,21 +80,28 @@ class SplitWriter {
   int shards() const { return static_cast<int>(shards_.size()); }
 
  private:
+  // Tokens go straight to the shard's file (through a 1M-token buffer), never a whole shard in
+  // memory.
   void push(uint32_t t) {
-    buf_.push_back(t);
-    if (static_cast<int64_t>(buf_.size()) >= shard_tokens_) flush();
+    if (!file_) file_ = std::make_unique<ShardFileWriter>(dir_ / shard_name(), bytes_);
+    file_->append(t);
+    if (file_->tokens() >= shard_tokens_) flush();
   }
-  void flush() {
+  std::string shard_name() const {
     char name[64];
     std::snprintf(name, sizeof name, "%s_%06zu.bin", split_.c_str(), shards_.size());
-    write_shard(dir_ / name, buf_, bytes_);
+    return name;
+  }
+  void flush() {
+    const int64_t n = file_->tokens();
+    file_->close();
+    file_.reset();
     Json s = Json::object();
-    s["file"] = name;
-    s["tokens"] = static_cast<int64_t>(buf_.size());
+    s["file"] = shard_name();
+    s["tokens"] = n;
     s["documents_started"] = docs_in_shard_;
     shards_.push_back(std::move(s));
-    total_ += static_cast<int64_t>(buf_.size());
-    buf_.clear();
+    total_ += n;
     docs_in_shard_ = 0;
   }
 
@@ -99,7 +109,7 @@ class SplitWriter {
   std::string split_;
   int64_t shard_tokens_;
   int bytes_;
-  std::vector<uint32_t> buf_;
+  std::unique_ptr<ShardFileWriter> file_;
   Json shards_ = Json::array();
   int64_t total_ = 0, documents_ = 0, docs_in_shard_ = 0;
 };
@@ -107,6 +117,165 @@ class SplitWriter {
 }  // namespace
 
 namespace {
+
+// A queue of at most `cap` items between two threads. abort() wakes and fails both sides.
+template <class T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(size_t cap) : cap_(cap) {}
+  bool push(T v) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return aborted_ || q_.size() < cap_; });
+    if (aborted_) return false;
+    q_.push_back(std::move(v));
+    cv_.notify_all();
+    return true;
+  }
+  // False once closed and drained, or aborted.
+  bool pop(T& v) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return aborted_ || closed_ || !q_.empty(); });
+    if (aborted_ || q_.empty()) return false;
+    v = std::move(q_.front());
+    q_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void abort() {
+    std::lock_guard<std::mutex> lock(mu_);
+    aborted_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  size_t cap_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<T> q_;
+  bool closed_ = false, aborted_ = false;
+};
+
+// Read → tokenise → write, overlapped. The caller's thread reads and batches documents (about 4 MB
+// or 4,096 documents a batch); a tokenising thread encodes each batch on `threads` workers, which
+// take documents one at a time (sizes vary a lot) and keep their own word caches; a writing thread
+// hands the batches, in order, to `write`. Each queue holds two batches, so memory stays bounded.
+// Without a tokenizer (pre-tokenised input) batches go straight to the writer.
+class Pipeline {
+ public:
+  using Batch = std::vector<Document>;
+  Pipeline(const Tokenizer* tok, int threads, std::function<void(Batch&)> write)
+      : tok_(tok), threads_(threads), write_(std::move(write)),
+        caches_(static_cast<size_t>(threads)) {
+    tokenizer_ = std::thread([this] { stage([this] { tokenize_loop(); }); });
+    writer_ = std::thread([this] { stage([this] { write_loop(); }); });
+  }
+  ~Pipeline() {
+    if (tokenizer_.joinable()) {
+      to_tokenize_.abort();
+      to_write_.abort();
+      join();
+    }
+  }
+  void add(Document d, size_t raw_bytes) {
+    batch_bytes_ += raw_bytes;
+    batch_.push_back(std::move(d));
+    if (batch_bytes_ >= (4u << 20) || batch_.size() >= 4096) send();
+  }
+  // Sends the last batch, waits for every stage, and rethrows the first error of any.
+  void finish() {
+    if (!batch_.empty()) send();
+    to_tokenize_.close();
+    join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void send() {
+    if (!to_tokenize_.push(std::move(batch_))) {
+      finish();  // a stage failed: its error is rethrown here
+      fail_runtime("internal: the prepare pipeline stopped without an error");
+    }
+    batch_ = {};
+    batch_bytes_ = 0;
+  }
+  void join() {
+    tokenizer_.join();
+    writer_.join();
+  }
+  template <class F>
+  void stage(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu_);
+      if (!error_) error_ = std::current_exception();
+      to_tokenize_.abort();
+      to_write_.abort();
+    }
+  }
+  void tokenize_loop() {
+    Batch b;
+    while (to_tokenize_.pop(b)) {
+      if (tok_) encode(b);
+      if (!to_write_.push(std::move(b))) return;
+      b = {};
+    }
+    to_write_.close();
+  }
+  void write_loop() {
+    Batch b;
+    while (to_write_.pop(b)) write_(b);
+  }
+  void encode(Batch& batch) {
+    const size_t n = batch.size();
+    const int t = static_cast<int>(std::min<size_t>(threads_, std::max<size_t>(1, n)));
+    std::atomic<size_t> next{0};
+    std::vector<std::exception_ptr> errors(t);
+    auto work = [&](int k) {
+      try {
+        for (size_t i = next++; i < n; i = next++)
+          batch[i].tokens = use_cache_ ? tok_->encode_cached(batch[i].text, caches_[k])
+                                       : tok_->encode(batch[i].text);
+      } catch (...) {
+        errors[k] = std::current_exception();
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int k = 1; k < t; ++k) pool.emplace_back(work, k);
+    work(0);
+    for (auto& th : pool) th.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    // The cached path must reproduce the plain one: the first documents are checked, and a
+    // difference turns the cache off.
+    for (size_t i = 0; use_cache_ && i < n && verified_ < 64; ++i, ++verified_) {
+      if (tok_->encode(batch[i].text) != batch[i].tokens) {
+        log::warn("{}: word-cached encoding differs from plain encoding; using plain encoding",
+                  tok_->path().string());
+        use_cache_ = false;
+        for (auto& d : batch) d.tokens = tok_->encode(d.text);
+      }
+    }
+  }
+
+  const Tokenizer* tok_;
+  int threads_;
+  std::function<void(Batch&)> write_;
+  std::vector<Tokenizer::WordCache> caches_;
+  bool use_cache_ = true;
+  int verified_ = 0;
+  Batch batch_;
+  size_t batch_bytes_ = 0;
+  BoundedQueue<Batch> to_tokenize_{2}, to_write_{2};
+  std::mutex error_mu_;
+  std::exception_ptr error_;
+  std::thread tokenizer_, writer_;
+};
 
 // The format a file is read in: --format, or (auto) what its name says.
 InputFormat format_of(InputFormat requested, FileKind kind) {
@@ -201,46 +370,9 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   int64_t max_id = 0;
   auto last_report = Clock::now();
 
-  std::vector<Document> batch;
-  size_t batch_bytes = 0;
-  std::vector<Tokenizer::WordCache> caches(static_cast<size_t>(opts.threads));
-  bool use_cache = true;
-  int verified = 0;
-  auto process = [&] {
-    if (tok && frame) {
-      // Tokenise the batch in parallel; threads take documents one at a time (sizes vary a lot),
-      // and each keeps its own word cache across batches. Order is kept by writing results in
-      // place.
-      const size_t n = batch.size();
-      const int t = static_cast<int>(std::min<size_t>(opts.threads, std::max<size_t>(1, n)));
-      std::atomic<size_t> next{0};
-      std::vector<std::thread> pool;
-      std::vector<std::exception_ptr> errors(t);
-      for (int k = 0; k < t; ++k) {
-        pool.emplace_back([&, k] {
-          try {
-            for (size_t i = next++; i < n; i = next++)
-              batch[i].tokens = use_cache ? tok->encode_cached(batch[i].text, caches[k])
-                                          : tok->encode(batch[i].text);
-          } catch (...) {
-            errors[k] = std::current_exception();
-          }
-        });
-      }
-      for (auto& th : pool) th.join();
-      for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
-      // The cached path must reproduce the plain one; check the first documents and fall back if
-      // not.
-      for (size_t i = 0; use_cache && i < n && verified < 64; ++i, ++verified) {
-        if (tok->encode(batch[i].text) != batch[i].tokens) {
-          log::warn("{}: word-cached encoding differs from plain encoding; using plain encoding",
-                    tok->path().string());
-          use_cache = false;
-          for (auto& d : batch) d.tokens = tok->encode(d.text);
-        }
-      }
-    }
+  std::atomic<int64_t> bytes_read{0};  // the reader's position; the writer reports it
+  // The writing stage: each batch in order, documents to their split by a hash of their content.
+  auto write_batch = [&](std::vector<Document>& batch) {
     for (auto& d : batch) {
       uint64_t h = frame ? fnv1a(d.text.data(), d.text.size())
                          : fnv1a(d.tokens.data(), d.tokens.size() * sizeof(int32_t));
@@ -250,19 +382,15 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
       prog.tokens += static_cast<int64_t>(d.tokens.size()) + (frame ? 2 : 0);
       ++prog.documents;
     }
-    batch.clear();
-    batch_bytes = 0;
+    prog.bytes_read = bytes_read.load();
     prog.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (progress && Clock::now() - last_report > std::chrono::milliseconds(500)) {
       progress(prog);
       last_report = Clock::now();
     }
   };
-  auto add_doc = [&](Document d, size_t raw_bytes) {
-    batch_bytes += raw_bytes;
-    batch.push_back(std::move(d));
-    if (batch_bytes >= (4u << 20) || batch.size() >= 4096) process();
-  };
+  Pipeline pipeline(tok && frame ? &*tok : nullptr, opts.threads, write_batch);
+  auto add_doc = [&](Document d, size_t raw_bytes) { pipeline.add(std::move(d), raw_bytes); };
 
   Json sources = Json::array();
   for (const auto& f : files) {
@@ -275,11 +403,10 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
     src["read_as"] = fmt == InputFormat::parquet ? std::string("parquet column ") + opts.text_field
                                                   : std::string(kind_name(kind));
     sources.push_back(std::move(src));
-    const int64_t before = prog.bytes_read;
-    auto file_progress = [&](int64_t bytes) { prog.bytes_read = before + bytes; };
+    const int64_t before = bytes_read.load();
+    auto file_progress = [&](int64_t bytes) { bytes_read = before + bytes; };
     if (fmt == InputFormat::text) {
       std::string text = read_file(f, "input");
-      prog.bytes_read += fsize;
       if (!text.empty()) add_doc(Document{std::move(text), {}}, static_cast<size_t>(fsize));
     } else if (fmt == InputFormat::parquet) {
       read_parquet_column(
@@ -309,9 +436,10 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
         add_doc(std::move(d), line.size());
       }
     }
-    prog.bytes_read = before + fsize;
+    bytes_read = before + fsize;
   }
-  process();
+  pipeline.finish();
+  prog.bytes_read = bytes_read.load();
   train.finish();
   val.finish();
   if (train.tokens() == 0) fail_input("the inputs hold no documents for the train split");

@@ -36,6 +36,72 @@ void write_shard(const std::filesystem::path& path, const std::vector<uint32_t>&
   write_file_atomic(path, blob);
 }
 
+namespace {
+std::string shard_header(int bytes_per_token, uint64_t tokens) {
+  std::string h(kShardHeaderBytes, '\0');
+  std::memcpy(h.data(), kShardMagic, 8);
+  auto put = [&](size_t off, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) h[off + i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  };
+  put(8, kShardVersion, 4);
+  put(12, static_cast<uint64_t>(bytes_per_token), 4);
+  put(16, tokens, 8);
+  return h;
+}
+
+void write_all(int fd, const char* p, size_t n, off_t at, const std::filesystem::path& where) {
+  while (n > 0) {
+    const ssize_t w = at >= 0 ? ::pwrite(fd, p, n, at) : ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail_runtime("cannot write " + where.string() + ": " + std::strerror(errno));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    if (at >= 0) at += w;
+  }
+}
+}  // namespace
+
+ShardFileWriter::ShardFileWriter(std::filesystem::path path, int bytes_per_token)
+    : path_(std::move(path)), bytes_(bytes_per_token) {
+  tmp_ = path_;
+  tmp_ += ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail_runtime("cannot create " + tmp_.string() + ": " + std::strerror(errno));
+  const std::string h = shard_header(bytes_, 0);  // the count is written by close()
+  write_all(fd_, h.data(), h.size(), -1, tmp_);
+  buf_.reserve(kBuffer);
+}
+
+ShardFileWriter::~ShardFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+  }
+}
+
+void ShardFileWriter::drain() {
+  bytes_buf_.resize(buf_.size() * static_cast<size_t>(bytes_));
+  char* p = bytes_buf_.data();
+  for (uint32_t t : buf_)
+    for (int i = 0; i < bytes_; ++i) *p++ = static_cast<char>((t >> (8 * i)) & 0xFF);
+  write_all(fd_, bytes_buf_.data(), bytes_buf_.size(), -1, tmp_);
+  written_ += static_cast<int64_t>(buf_.size());
+  buf_.clear();
+}
+
+void ShardFileWriter::close() {
+  drain();
+  const std::string h = shard_header(bytes_, static_cast<uint64_t>(written_));
+  write_all(fd_, h.data(), h.size(), 0, tmp_);
+  if (::fsync(fd_) != 0) fail_runtime("cannot fsync " + tmp_.string() + ": " + std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  std::filesystem::rename(tmp_, path_);
+}
+
 Shard::Shard(const std::filesystem::path& path) : path_(path) {
   try {
     open_and_validate();

@@ -24,6 +24,33 @@ inline constexpr int32_t kLlmcMagic = 20240520;
 inline constexpr size_t kLlmcHeaderBytes = 256 * 4;
 
 // Writes a deepthin shard atomically (temporary name, fsync, rename).
+// A shard written as its tokens arrive: a temporary file next to `path` takes them through a small
+// buffer; close() writes the header's count, fsyncs and renames it into place. Memory stays at the
+// buffer whatever the shard's size. Destroyed without close() (an error), it removes its file.
+class ShardFileWriter {
+ public:
+  ShardFileWriter(std::filesystem::path path, int bytes_per_token);
+  ~ShardFileWriter();
+  ShardFileWriter(const ShardFileWriter&) = delete;
+  ShardFileWriter& operator=(const ShardFileWriter&) = delete;
+  void append(uint32_t token) {
+    buf_.push_back(token);
+    if (buf_.size() >= kBuffer) drain();
+  }
+  int64_t tokens() const { return written_ + static_cast<int64_t>(buf_.size()); }
+  void close();
+
+ private:
+  static constexpr size_t kBuffer = size_t{1} << 20;
+  void drain();
+  std::filesystem::path path_, tmp_;
+  int bytes_;
+  int fd_ = -1;
+  std::vector<uint32_t> buf_;
+  std::string bytes_buf_;
+  int64_t written_ = 0;
+};
+
 void write_shard(const std::filesystem::path& path, const std::vector<uint32_t>& tokens,
                  int bytes_per_token);
 

@@ -168,13 +168,33 @@ OutputKind model_dir_output() {
           "model.safetensors", {}};
 }
 
+at::Tensor host_copy(const at::Tensor& t, at::ScalarType dtype) {
+  const at::Tensor src = t.detach();
+  if (!src.is_cuda()) return src.to(at::kCPU, dtype, /*non_blocking=*/false, /*copy=*/true);
+  at::Tensor out = at::empty(src.sizes(), at::TensorOptions().dtype(dtype).pinned_memory(true));
+  out.copy_(src);
+  return out;
+}
+
+TensorList host_model_tensors(const model::Decoder& m, const SaveOptions& opts) {
+  TensorList tensors;
+  for (auto& [name, t] : model_tensors(m, opts.expand_shared))
+    tensors.emplace_back(name, host_copy(t, opts.dtype));
+  return tensors;
+}
+
 void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
                       const config::Config& c, const SaveOptions& opts) {
-  std::filesystem::create_directories(dir);
-  config::Config saved = saved_config(c, opts.expand_shared);
   TensorList tensors;
   for (auto& [name, t] : model_tensors(m, opts.expand_shared))
     tensors.emplace_back(name, t.detach().to(at::kCPU, opts.dtype));
+  write_model_files(dir, tensors, c, opts);
+}
+
+void write_model_files(const std::filesystem::path& dir, const TensorList& tensors,
+                       const config::Config& c, const SaveOptions& opts) {
+  std::filesystem::create_directories(dir);
+  config::Config saved = saved_config(c, opts.expand_shared);
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
   write_file_atomic(dir / "config.json", json::dump(hf_config_json(saved.model), 2) + "\n");
   write_file_atomic(dir / "deepthin.yaml", config::to_yaml(saved));

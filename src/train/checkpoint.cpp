@@ -65,19 +65,40 @@ TrainerState TrainerState::from_json(const Json& j, const std::string& where) {
   return s;
 }
 
+CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
+                                       const exports::TensorList& optimizer,
+                                       const TrainerState& state) {
+  CheckpointSnapshot s;
+  s.model = exports::host_model_tensors(m);
+  for (const auto& [name, t] : optimizer)
+    s.optimizer.emplace_back(name, exports::host_copy(t, t.scalar_type()));
+  s.state = state;
+  s.cfg = cfg;
+  return s;
+}
+
 fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
                          const config::Config& cfg, const exports::TensorList& optimizer,
                          const TrainerState& state, int64_t keep_last) {
+  return write_checkpoint(run_dir, snapshot_checkpoint(m, cfg, optimizer, state), keep_last);
+}
+
+fs::path write_checkpoint(const fs::path& run_dir, const CheckpointSnapshot& snap,
+                          int64_t keep_last) {
+  const config::Config& cfg = snap.cfg;
+  const TrainerState& state = snap.state;
   const fs::path final_dir = run_dir / "checkpoints" / ("step_" + std::to_string(state.step));
   AtomicDir dir(final_dir);
-  exports::save_model_files(dir.path(), m, cfg);
+  exports::write_model_files(dir.path(), snap.model, cfg);
   if (!cfg.data.tokenizer.empty() && fs::exists(cfg.data.tokenizer)) {
     fs::path tok = cfg.data.tokenizer;
     if (fs::is_directory(tok)) tok /= "tokenizer.model";
     fs::copy_file(tok, dir.path() / "tokenizer.model", fs::copy_options::overwrite_existing);
   }
   if (fault_at("crash_in_checkpoint", state.step)) std::abort();  // test hook: die mid-write
-  exports::save_safetensors(dir.path() / "optimizer.safetensors", optimizer);
+  if (fault_at("fail_in_checkpoint", state.step))  // test hook: a write that fails (a full disk)
+    fail_runtime("fault injection: the checkpoint write failed");
+  exports::save_safetensors(dir.path() / "optimizer.safetensors", snap.optimizer);
   write_file_atomic(dir.path() / "trainer_state.json", json::dump(state.to_json(), 2) + "\n");
   Json sums = Json::object();
   std::vector<fs::path> files;

@@ -45,7 +45,21 @@ struct CheckpointContents {
   TrainerState state;
 };
 
+// Everything a checkpoint holds, copied off the live model and optimizer into host memory: what a
+// background writer writes while training goes on.
+struct CheckpointSnapshot {
+  exports::TensorList model;
+  exports::TensorList optimizer;
+  TrainerState state;
+  config::Config cfg;
+};
+CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
+                                       const exports::TensorList& optimizer,
+                                       const TrainerState& state);
 // Writes step_<state.step> atomically and prunes to keep_last.
+std::filesystem::path write_checkpoint(const std::filesystem::path& run_dir,
+                                       const CheckpointSnapshot& s, int64_t keep_last);
+// snapshot_checkpoint then write_checkpoint.
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const model::Decoder& m,
                                       const config::Config& cfg,
                                       const exports::TensorList& optimizer,

@@ -253,6 +253,8 @@ std::unique_ptr<Run> setup_run(const config::Config& cfg, const TrainOptions& op
   r->state.loader = r->loader->state();
   if (opts.resume) resume(*r, opts);
   if (r->rank0()) {
+    r->checkpoints = std::make_unique<CheckpointWriter>(r->dir, cfg.checkpoint.keep_last,
+                                                        cfg.checkpoint.async);
     write_file_atomic(r->dir / "config.yaml", config::to_yaml(cfg));
     r->metrics =
         std::make_unique<MetricsLog>(r->dir, cfg.log.tensorboard, opts.resume ? r->state.step : -1);

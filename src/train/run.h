@@ -20,6 +20,7 @@
 #include "dist/launch.h"
 #include "model/decoder.h"
 #include "train/checkpoint.h"
+#include "train/checkpoint_writer.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
@@ -38,6 +39,9 @@ struct Run {
   Precision precision = Precision::fp32;
   std::shared_ptr<dist::Comm> comm;
   std::unique_ptr<DirLock> lock;  // rank 0: one writer per run directory
+  // Rank 0's checkpoint writer (asynchronous with checkpoint.async). Declared after the lock, so
+  // that it finishes a write in progress before the lock is released.
+  std::unique_ptr<CheckpointWriter> checkpoints;
   // Data.
   std::shared_ptr<data::TokenDataset> train_ds, val_ds;  // the first source's; val_ds may be null
   // Every source of the mixture (one, unnamed, for data.path), in the config's order.
@@ -58,6 +62,14 @@ struct Run {
   // Progress: restored on resume, saved in checkpoints.
   TrainerState state;
   std::unique_ptr<MetricsLog> metrics;  // rank 0 only
+  // Where the wall clock went besides training steps: the goodput line at the end of a run.
+  struct Goodput {
+    double startup_s = 0;     // from train() to the first step
+    double checkpoint_s = 0;  // steps waiting for checkpoints (snapshot, or a previous write)
+    int64_t checkpoints = 0;
+    double eval_s = 0;       // validation and zero-shot tasks
+    double data_wait_s = 0;  // waiting for the loader
+  } goodput;
 
   bool rank0() const { return comm->rank() == 0; }
   int world() const { return comm->size(); }

@@ -32,6 +32,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
 std::atomic<bool> g_stop_requested{false};
 
 extern "C" void on_stop_signal(int) {
@@ -81,9 +85,10 @@ void save_run_checkpoint(Run& r, const RunClock& elapsed) {
   r.state.loader = r.loader->state();
   r.state.elapsed_s = elapsed();
   capture_cpu_rng(r.state);
-  auto dir =
-      save_checkpoint(r.dir, r.model, *r.cfg, opt_state, r.state, r.cfg->checkpoint.keep_last);
-  log::info("checkpoint {}", dir.string());
+  const auto t = Clock::now();
+  r.checkpoints->submit(snapshot_checkpoint(r.model, *r.cfg, opt_state, r.state));
+  r.goodput.checkpoint_s += seconds_since(t);
+  ++r.goodput.checkpoints;
 }
 
 // Validation loss: of the one source, or of each source with validation data and their
@@ -176,7 +181,9 @@ std::vector<std::pair<std::string, int64_t>> tokens_by_source(const Run& r) {
 
 // The micro-batch's tokens; the log says when a source of the mixture begins another epoch.
 at::Tensor next_tokens(Run& r) {
+  const auto t = Clock::now();
   data::Batch b = r.loader->next();
+  r.goodput.data_wait_s += seconds_since(t);
   if (r.rank0())
     for (const auto& [s, epoch] : b.epochs_begun)
       log::info("data: source {} ran out and begins epoch {} (its windows reshuffled)",
@@ -240,6 +247,69 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
   w.reset();
 }
 
+// eval.tasks on the live model (rank 0; the other ranks wait at their next collective): the
+// accuracies into metrics.jsonl and TensorBoard, and the log.
+void evaluate_tasks(Run& r, const TrainOptions& opts, const RunClock& elapsed) {
+  if (!opts.evaluate_tasks || !r.rank0()) return;
+  const Json scores = opts.evaluate_tasks(r.model);
+  Json j = Json::object();
+  j["type"] = "tasks";
+  j["step"] = r.state.step;
+  j["tokens"] = r.state.tokens;
+  std::string line;
+  for (const auto& [task, s] : scores.items()) {
+    j["acc/" + task] = s["acc"];
+    j["acc_norm/" + task] = s["acc_norm"];
+    line += " | " + task + " " + log::fixed(s["acc_norm"].get<double>(), 4);
+  }
+  j["elapsed_s"] = elapsed();
+  r.metrics->write(j);
+  log::info("tasks step {} (acc_norm){}", r.state.step, line);
+}
+
+// Validation, zero-shot tasks and checkpoints due after this step; their time is counted apart.
+void between_steps(Run& r, const TrainOptions& opts, TrainResult& result, const RunClock& elapsed,
+                   bool last_step, bool stop_now) {
+  const config::Config& cfg = *r.cfg;
+  const int64_t step = r.state.step;
+  const auto t = Clock::now();
+  if (cfg.eval.every > 0 && step % cfg.eval.every == 0 && !last_step)
+    evaluate_run(r, result, elapsed);
+  if (cfg.eval.tasks_every > 0 && step % cfg.eval.tasks_every == 0 && !last_step)
+    evaluate_tasks(r, opts, elapsed);
+  r.goodput.eval_s += seconds_since(t);
+  if ((cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0) ||
+      (last_step && cfg.checkpoint.at_end) || stop_now)
+    save_run_checkpoint(r, elapsed);
+}
+
+// The goodput line: the share of the wall clock since the first step that went to training
+// steps, and where the rest went.
+void report_goodput(Run& r, double loop_s, TrainResult& result) {
+  const auto& g = r.goodput;
+  const double lost = g.checkpoint_s + g.eval_s + g.data_wait_s;
+  result.goodput = loop_s > 0 ? (loop_s - lost) / loop_s : NAN;
+  if (!r.rank0()) return;
+  Json j = Json::object();
+  j["type"] = "goodput";
+  j["step"] = r.state.step;
+  j["goodput"] = result.goodput;
+  j["wall_s"] = loop_s;
+  j["startup_s"] = g.startup_s;
+  j["checkpoint_s"] = g.checkpoint_s;
+  j["checkpoints"] = g.checkpoints;
+  j["eval_s"] = g.eval_s;
+  j["data_wait_s"] = g.data_wait_s;
+  r.metrics->write(j);
+  log::info("goodput {}: {} s from the first step, of which checkpoints {} s ({} × {} s{}), "
+            "evaluation {} s, waiting for data {} s; start-up {} s before the first step",
+            log::fixed(result.goodput, 4), log::fixed(loop_s, 1), log::fixed(g.checkpoint_s, 2),
+            g.checkpoints,
+            log::fixed(g.checkpoints ? g.checkpoint_s / static_cast<double>(g.checkpoints) : 0.0, 3),
+            r.cfg->checkpoint.async ? ", written in the background" : "", log::fixed(g.eval_s, 2),
+            log::fixed(g.data_wait_s, 2), log::fixed(g.startup_s, 1));
+}
+
 }  // namespace
 
 fs::path run_directory(const config::Config& cfg, const fs::path& config_path) {
@@ -252,6 +322,7 @@ fs::path run_directory(const config::Config& cfg, const fs::path& config_path) {
 }
 
 TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
+  const auto t_enter = Clock::now();
   auto run = setup_run(cfg, opts);
   Run& r = *run;
   StopSignals signals;
@@ -271,7 +342,10 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
                   r.teacher ? &*r.teacher : nullptr, &cfg.kd, r.device, r.precision},
                  cfg.train);
   if (r.rank0()) log::info("training step: {} launch", launch_name(step.launch()));
+  r.goodput.startup_s = seconds_since(t_enter);
+  const auto t_loop = Clock::now();
   while (r.state.step < r.total_steps) {
+    if (r.checkpoints) r.checkpoints->check();  // a failed background write stops the run here
     info.lr = learning_rate(cfg.schedule, cfg.optimizer.lr, r.state.step, r.total_steps);
     const bool timed = r.teacher && (r.state.step + 1) % cfg.log.every == 0;
     const StepResult s = step.run([&] { return next_tokens(r); }, info.lr,
@@ -285,12 +359,8 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     if (r.state.step % cfg.log.every == 0 || last_step) log_window(r, window, info, elapsed);
     // Evaluation and checkpoints pause the throughput window.
     const auto t_pause = Clock::now();
-    if (cfg.eval.every > 0 && r.state.step % cfg.eval.every == 0 && !last_step)
-      evaluate_run(r, result, elapsed);
     const bool stop_now = s.stop || (opts.until_step > 0 && r.state.step >= opts.until_step);
-    if ((cfg.checkpoint.every > 0 && r.state.step % cfg.checkpoint.every == 0) ||
-        (last_step && cfg.checkpoint.at_end) || stop_now)
-      save_run_checkpoint(r, elapsed);
+    between_steps(r, opts, result, elapsed, last_step, stop_now);
     window.exclude(Clock::now() - t_pause);
     if (stop_now && !last_step) {
       result.interrupted = true;
@@ -299,7 +369,14 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       break;
     }
   }
-  if (!result.interrupted) evaluate_run(r, result, elapsed);
+  if (r.checkpoints) r.goodput.checkpoint_s += r.checkpoints->wait();  // the last one is complete
+  const auto t_end = Clock::now();
+  if (!result.interrupted) {
+    evaluate_run(r, result, elapsed);
+    evaluate_tasks(r, opts, elapsed);
+  }
+  r.goodput.eval_s += seconds_since(t_end);
+  report_goodput(r, seconds_since(t_loop), result);
   result.steps = r.state.step;
   result.tokens = r.state.tokens;
   result.tokens_by_source = tokens_by_source(r);
