@@ -83,6 +83,15 @@ TEST_F(MixtureTest, ThreeSourcesFollowTheirWeightsAndTheLogSaysWhatWasServed) {
     EXPECT_EQ(summary["tokens_by_source"][names_[s]].get<int64_t>(), served[s]) << names_[s];
     EXPECT_NEAR(static_cast<double>(logged) / total, w[s], 0.01 * w[s]) << names_[s];
   }
+  // Validation loss per source (each source's val split) and mixed: their weight-average.
+  const Json ev = last_record("mix", "eval");
+  double mixed = 0;
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_TRUE(ev.contains("val_loss/" + names_[s])) << ev.dump();
+    mixed += w[s] * ev["val_loss/" + names_[s]].get<double>();
+  }
+  EXPECT_NEAR(ev["val_loss"].get<double>(), mixed, 1e-9);
+  EXPECT_NE(ev["val_loss/a"].get<double>(), ev["val_loss/c"].get<double>());
   // Source a (30 documents) ran out several times and the log said so.
   const std::string log = read_text(tmp_.path() / "runs" / "mix" / "train.log");
   EXPECT_NE(log.find("data: source a ran out and begins epoch 2"), std::string::npos);

@@ -88,9 +88,11 @@ train: {micro_batch_size: 2, seq_len: 16, max_steps: 4, device: cpu}
 optimizer: {lr: 1.0e-2}
 schedule: {warmup_steps: 1}
 eval: {every: 0, batches: 2}
-checkpoint: {every: 2, keep_last: 5}
+checkpoint: {every: 2, keep_last: 5, async: false}
 log: {every: 1}
 )");
+    // (Synchronous checkpoints: the failure test kills every run at step 3 and expects the step-2
+    // checkpoint, which an asynchronous write could still have in flight at that moment.)
     write_text(tmp_ / "exp.yaml", R"(
 description: "three tiny points"
 base: base.yaml

@@ -96,7 +96,10 @@ for i, p in enumerate(points):
         tr, ev = [], []
         for line in open(os.path.join(d, r["run"], "metrics.jsonl")):
             j = json.loads(line)
-            (tr if j["type"] == "train" else ev).append(j)
+            if j["type"] == "train":
+                tr.append(j)
+            elif j["type"] == "eval" and "val_loss" in j:
+                ev.append(j)
         c = colors[i % len(colors)]
         ls = styles[seeds.index(r["seed"]) % len(styles)]
         ax.plot([j["tokens"] / 1e6 for j in tr], [j["loss"] for j in tr], ls, color=c, lw=1,
