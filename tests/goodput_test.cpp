@@ -3,11 +3,14 @@
 // checkpoint of the same step. CPU, a tiny model, through the CLI.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include <fstream>
 
 #include "data/prepare.h"
 #include "data/tokenizer.h"
 #include "test_util.h"
+#include "train/checkpoint.h"
 #include "util/json_io.h"
 
 namespace fs = std::filesystem;
@@ -19,13 +22,15 @@ namespace {
 class GoodputTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* words[] = {"deep", "thin", "models", "share", "layers", "and", "train", "fast",
-                           "on",   "phones", "the",  "a",     "small",  "which", "is",   "learned"};
+    const char* words[] = {"deep",  "thin",  "models", "share",  "layers", "and",
+                           "train", "fast",  "on",     "phones", "the",    "a",
+                           "small", "which", "is",     "learned"};
     std::string text;
     uint32_t x = 3;
     for (int d = 0; d < 200; ++d) {
       std::string doc;
-      for (int k = 0; k < 60; ++k) doc += std::string(words[((x = x * 1664525u + 1013904223u) >> 27) % 16]) + " ";
+      for (int k = 0; k < 60; ++k)
+        doc += std::string(words[((x = x * 1664525u + 1013904223u) >> 27) % 16]) + " ";
       Json j = Json::object();
       j["text"] = doc;
       text += json::dump(j) + "\n";
@@ -64,12 +69,15 @@ class GoodputTest : public ::testing::Test {
     write_text(root() / "cfg.yaml",
                "run: {root: " + (root() / "runs").string() +
                    "}\nmodel: {vocab_size: 300, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, "
-                   "max_seq_len: 64}\ndata: {path: " + (root() / "data").string() +
+                   "max_seq_len: 64}\ndata: {path: " +
+                   (root() / "data").string() +
                    ", tokenizer: " + (root() / "tok" / "tokenizer.model").string() +
                    "}\ntrain: {micro_batch_size: 4, seq_len: 32, max_steps: 10, device: cpu}\n"
                    "optimizer: {lr: 1.0e-2}\nschedule: {warmup_steps: 2}\n"
                    "eval: {every: 5, batches: 2, tasks: [arc_easy, piqa], tasks_every: 5, "
-                   "tasks_data: " + (root() / "tasks").string() + "}\n"
+                   "tasks_data: " +
+                   (root() / "tasks").string() +
+                   "}\n"
                    "checkpoint: {every: 5, keep_last: 5}\nlog: {every: 1, tensorboard: false}\n");
   }
   const fs::path& root() const { return tmp_.path(); }
@@ -106,7 +114,8 @@ TEST_F(GoodputTest, AsynchronousCheckpointsHoldWhatSynchronousOnesHold) {
     // by process: LibTorch seeds it per process, and a resume restores it.)
     for (const char* f :
          {"model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.model"})
-      EXPECT_TRUE(read_text(checkpoint("async", step) / f) == read_text(checkpoint("sync", step) / f))
+      EXPECT_TRUE(read_text(checkpoint("async", step) / f) ==
+                  read_text(checkpoint("sync", step) / f))
           << f << " at step " << step;
     Json a = json::parse(read_text(checkpoint("async", step) / "trainer_state.json"));
     Json s = json::parse(read_text(checkpoint("sync", step) / "trainer_state.json"));
@@ -120,6 +129,33 @@ TEST_F(GoodputTest, AsynchronousCheckpointsHoldWhatSynchronousOnesHold) {
   EXPECT_EQ(g[0]["checkpoints"].get<int64_t>(), 2);
   EXPECT_GT(g[0]["eval_s"].get<double>(), 0.0);
   EXPECT_NE(read_text(root() / "runs" / "async" / "train.log").find("goodput "), std::string::npos);
+}
+
+// Snapshots reuse one block of host memory: the second copy lands where the first did and holds
+// the new values; another layout gets its own block; dtypes convert as asked.
+TEST(HostStaging, ReusesItsMemoryAndCopiesExactly) {
+  train::HostStaging st;
+  exports::TensorList a = {{"w", at::arange(12, at::kFloat).view({3, 4})},
+                           {"b", at::arange(5, at::kDouble)}};
+  exports::TensorList o = {{"m", at::full({7}, 2.5, at::kFloat)}};
+  auto first = st.copy({&a, &o}, {std::nullopt, std::nullopt});
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_TRUE(at::equal(first[0][0].second, a[0].second));
+  EXPECT_EQ(first[0][1].second.scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(first[1][0].second, o[0].second));
+  EXPECT_EQ(st.bytes(), 64 + 64 + 64);  // each tensor 64-byte aligned: 48, 40 and 28 bytes
+  const void* where = first[0][0].second.data_ptr();
+  a[0].second.mul_(-3);
+  o[0].second.fill_(-1);
+  auto second = st.copy({&a, &o}, {std::nullopt, std::nullopt});
+  EXPECT_EQ(second[0][0].second.data_ptr(), where);
+  EXPECT_EQ(second[0][0].second[2][3].item<float>(), -33.0f);
+  EXPECT_EQ(second[1][0].second[6].item<float>(), -1.0f);
+  // Converted to float on the way; a new layout, a new block.
+  auto third = st.copy({&a}, {at::kFloat});
+  EXPECT_EQ(third[0][1].second.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(third[0][1].second, at::arange(5, at::kFloat)));
+  EXPECT_EQ(st.bytes(), 64 + 64);
 }
 
 TEST_F(GoodputTest, AFailedBackgroundWriteStopsTheRunWithItsError) {
@@ -143,8 +179,9 @@ TEST_F(GoodputTest, TasksScoredWhileTrainingEqualDeepthinEvalOnTheCheckpoint) {
   for (const auto& r : rec) {
     const int step = static_cast<int>(r["step"].get<int64_t>());
     const fs::path out = root() / ("eval_" + std::to_string(step) + ".json");
-    auto e = run_cli("eval " + checkpoint("tasks", step).string() + " --tasks arc_easy,piqa --data " +
-                     (root() / "tasks").string() + " --device cpu --json " + out.string());
+    auto e =
+        run_cli("eval " + checkpoint("tasks", step).string() + " --tasks arc_easy,piqa --data " +
+                (root() / "tasks").string() + " --device cpu --json " + out.string());
     ASSERT_EQ(e.status, 0) << e.err;
     const Json want = json::parse(read_text(out))["tasks"];
     for (const char* task : {"arc_easy", "piqa"}) {

@@ -172,10 +172,9 @@ exports::TensorList DataParallel::gather_moments(const at::Tensor& exp_avg,
     }
     auto all = at::empty({padded_}, flat->options());
     comm_->allgather_into(all, mine, "ZeRO-1 optimizer-state all-gather");
-    auto cpu = all.cpu();
-    for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)
+    for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)  // views of `all`, on the device
       out.emplace_back(prefix + it->name,
-                       cpu.narrow(0, it->offset, it->numel).view(it->param.sizes()).clone());
+                       all.narrow(0, it->offset, it->numel).view(it->param.sizes()));
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "export/model_dir.h"
+#include "train/device_info.h"
 #include "util/error.h"
 #include "util/fault.h"
 #include "util/fs.h"
@@ -65,13 +66,78 @@ TrainerState TrainerState::from_json(const Json& j, const std::string& where) {
   return s;
 }
 
+HostStaging::Layout HostStaging::layout_of(
+    const std::vector<const exports::TensorList*>& lists,
+    const std::vector<std::optional<at::ScalarType>>& dtypes) {
+  Layout l;
+  for (size_t i = 0; i < lists.size(); ++i)
+    for (const auto& [name, t] : *lists[i]) {
+      const at::ScalarType dt = dtypes[i].value_or(t.scalar_type());
+      l.shapes.emplace_back(t.sizes().vec(), dt);
+      l.bytes += (t.numel() * static_cast<int64_t>(at::elementSize(dt)) + 63) / 64 * 64;
+    }
+  return l;
+}
+
+void HostStaging::ensure(const c10::Device& device, const Layout& l) {
+  if (block_.defined() && device_ == device && layout_ == l) return;
+  views_.clear();
+  block_ = at::Tensor();  // the old block goes before the new one is allocated
+  block_ = host_bytes_for(device, std::max<int64_t>(l.bytes, 1));
+  int64_t offset = 0;
+  for (const auto& [sizes, dt] : l.shapes) {
+    int64_t numel = 1;
+    for (int64_t d : sizes) numel *= d;
+    const int64_t n = numel * static_cast<int64_t>(at::elementSize(dt));
+    views_.push_back(block_.narrow(0, offset, n).view(dt).view(sizes));
+    offset += (n + 63) / 64 * 64;
+  }
+  layout_ = l;
+  device_ = device;
+}
+
+void HostStaging::reserve(const c10::Device& device,
+                          const std::vector<const exports::TensorList*>& lists,
+                          const std::vector<std::optional<at::ScalarType>>& dtypes) {
+  ensure(device, layout_of(lists, dtypes));
+}
+
+std::vector<exports::TensorList> HostStaging::copy(
+    const std::vector<const exports::TensorList*>& lists,
+    const std::vector<std::optional<at::ScalarType>>& dtypes) {
+  c10::Device device(at::kCPU);
+  for (const auto* l : lists)
+    for (const auto& [name, t] : *l)
+      if (t.is_cuda()) device = t.device();
+  ensure(device, layout_of(lists, dtypes));
+  std::vector<exports::TensorList> out(lists.size());
+  std::vector<at::Tensor> converted;  // device-side dtype conversions live until the transfers end
+  size_t k = 0;
+  for (size_t i = 0; i < lists.size(); ++i)
+    for (const auto& [name, t] : *lists[i]) {
+      at::Tensor src = t.detach();
+      at::Tensor& dst = views_[k++];
+      if (src.is_cuda() && src.scalar_type() != dst.scalar_type()) {
+        converted.push_back(src.to(dst.scalar_type()));
+        src = converted.back();
+      }
+      dst.copy_(src, /*non_blocking=*/src.is_cuda());
+      out[i].emplace_back(name, dst);
+    }
+  synchronize(device);
+  return out;
+}
+
 CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
                                        const exports::TensorList& optimizer,
-                                       const TrainerState& state) {
+                                       const TrainerState& state, HostStaging* staging) {
+  HostStaging own;
+  HostStaging& st = staging ? *staging : own;
+  const exports::TensorList model = exports::model_tensors(m, /*expand_shared=*/false);
+  auto copies = st.copy({&model, &optimizer}, {exports::SaveOptions{}.dtype, std::nullopt});
   CheckpointSnapshot s;
-  s.model = exports::host_model_tensors(m);
-  for (const auto& [name, t] : optimizer)
-    s.optimizer.emplace_back(name, exports::host_copy(t, t.scalar_type()));
+  s.model = std::move(copies[0]);
+  s.optimizer = std::move(copies[1]);
   s.state = state;
   s.cfg = cfg;
   return s;
@@ -166,9 +232,9 @@ std::vector<CheckpointRef> list_checkpoints(const fs::path& run_dir) {
     if (const auto inside = stored_step(e.path()); inside && *inside != *n)
       fail_input("checkpoint folder " + e.path().string() + " is named for step " +
                  std::to_string(*n) + " but its trainer_state.json holds step " +
-                 std::to_string(*inside) +
-                 " (a copied or linked checkpoint?); rename it to step_" + std::to_string(*inside) +
-                 " or move it out of " + (run_dir / "checkpoints").string());
+                 std::to_string(*inside) + " (a copied or linked checkpoint?); rename it to step_" +
+                 std::to_string(*inside) + " or move it out of " +
+                 (run_dir / "checkpoints").string());
     out.push_back({e.path(), *n});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });

@@ -53,9 +53,41 @@ struct CheckpointSnapshot {
   TrainerState state;
   config::Config cfg;
 };
+
+// The host memory snapshots are copied into, kept from one checkpoint to the next: one block for
+// all tensors (page-locked when they live on a GPU), allocated once, so a checkpoint costs one
+// batch of device-to-host transfers and one synchronization, not an allocation and a sync per
+// tensor. A snapshot taken into it stays valid until the next one is taken.
+class HostStaging {
+ public:
+  // Allocates for these tensors (model first, then optimizer, as snapshots pass them) ahead of
+  // the first checkpoint, so that its cost is start-up's.
+  void reserve(const c10::Device& device, const std::vector<const exports::TensorList*>& lists,
+               const std::vector<std::optional<at::ScalarType>>& dtypes);
+  // Copies of each list's tensors (in the dtype given, else their own), all transfers finished.
+  std::vector<exports::TensorList> copy(const std::vector<const exports::TensorList*>& lists,
+                                        const std::vector<std::optional<at::ScalarType>>& dtypes);
+  int64_t bytes() const { return block_.defined() ? block_.numel() : 0; }
+
+ private:
+  struct Layout {
+    std::vector<std::pair<std::vector<int64_t>, at::ScalarType>> shapes;
+    int64_t bytes = 0;
+    bool operator==(const Layout&) const = default;
+  };
+  static Layout layout_of(const std::vector<const exports::TensorList*>& lists,
+                          const std::vector<std::optional<at::ScalarType>>& dtypes);
+  void ensure(const c10::Device& device, const Layout& l);
+  Layout layout_;
+  std::optional<c10::Device> device_;
+  at::Tensor block_;
+  std::vector<at::Tensor> views_;
+};
+
+// staging null: fresh host memory for this snapshot alone.
 CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
                                        const exports::TensorList& optimizer,
-                                       const TrainerState& state);
+                                       const TrainerState& state, HostStaging* staging = nullptr);
 // Writes step_<state.step> atomically and prunes to keep_last.
 std::filesystem::path write_checkpoint(const std::filesystem::path& run_dir,
                                        const CheckpointSnapshot& s, int64_t keep_last);

@@ -33,6 +33,8 @@ class CheckpointWriter {
   // Waits for the write in progress and rethrows its error. Returns the seconds waited.
   double wait();
   bool async() const { return async_; }
+  // Where snapshots for this writer are taken: reusable once wait() has returned.
+  HostStaging& staging() { return staging_; }
 
  private:
   void run();
@@ -45,6 +47,7 @@ class CheckpointWriter {
   bool busy_ = false, stop_ = false;
   std::exception_ptr error_;
   std::thread thread_;
+  HostStaging staging_;
 };
 
 }  // namespace deepthin::train

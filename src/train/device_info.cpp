@@ -10,10 +10,13 @@
 #include "model/param_count.h"
 #include "util/error.h"
 
+#include <ATen/ATen.h>
+
 #ifdef DEEPTHIN_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace deepthin::train {
@@ -43,6 +46,23 @@ void synchronize(const c10::Device& d) {
   if (d.is_cuda()) at::cuda::getCurrentCUDAStream(d.index()).synchronize();
 #endif
   (void)d;
+}
+
+at::Tensor host_bytes_for(const c10::Device& d, int64_t n) {
+#ifdef DEEPTHIN_CUDA
+  if (d.is_cuda() && n > 0) {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, static_cast<size_t>(n), cudaHostAllocDefault);
+    if (e != cudaSuccess)
+      fail_runtime("could not allocate " + std::to_string(n / (1 << 20)) +
+                   " MiB of page-locked host memory for checkpoints (" + cudaGetErrorString(e) +
+                   "); set checkpoint.async: false to write checkpoints without it");
+    return at::from_blob(
+        p, {n}, [](void* q) { cudaFreeHost(q); }, at::TensorOptions().dtype(at::kByte));
+  }
+#endif
+  (void)d;
+  return at::empty({n}, at::kByte);
 }
 
 void set_current_device(const c10::Device& d) {

@@ -2,6 +2,7 @@
 // MFU.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <string>
@@ -19,6 +20,9 @@ void synchronize(const c10::Device& d);
 // Makes d the current CUDA device of this thread (no-op on the CPU).
 void set_current_device(const c10::Device& d);
 std::string device_name(const c10::Device& d);
+// n bytes of host memory the device d copies to and from at full speed: page-locked (one
+// cudaHostAlloc, not rounded up as the caching host allocator rounds) for a GPU, plain for the CPU.
+at::Tensor host_bytes_for(const c10::Device& d, int64_t n);
 // Dense bf16 TFLOP/s of known GPUs (H100/H200 SXM 989, A100 312); 0 when unknown (then no MFU).
 double known_peak_tflops(const c10::Device& d);
 

@@ -113,8 +113,8 @@ exports::TensorList AdamW::state_tensors() const {
       if (!whole(g->slices[i]))
         fail_runtime("AdamW::state_tensors: '" + g->names[i] +
                      "' is a slice (ZeRO-1); gather the sharded state instead");
-      out.emplace_back("exp_avg." + g->names[i], g->exp_avg[i].detach().cpu());
-      out.emplace_back("exp_avg_sq." + g->names[i], g->exp_avg_sq[i].detach().cpu());
+      out.emplace_back("exp_avg." + g->names[i], g->exp_avg[i].detach());
+      out.emplace_back("exp_avg_sq." + g->names[i], g->exp_avg_sq[i].detach());
     }
   }
   return out;

@@ -38,7 +38,8 @@ class AdamW {
                       const at::Tensor& found_inf);
   void count_step() { ++steps_; }
   int64_t steps() const { return steps_; }
-  // exp_avg.<name>, exp_avg_sq.<name> (CPU copies) and the step count. Needs whole slices; a
+  // exp_avg.<name>, exp_avg_sq.<name>: views of the live moments on their device (copy them before
+  // the next step changes them). Needs whole slices; a
   // sharded optimizer's state is gathered from the flat buffers instead (dist/data_parallel.h).
   exports::TensorList state_tensors() const;
   // Restores from full per-parameter moments: each slice takes its part.

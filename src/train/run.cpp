@@ -44,8 +44,9 @@ void setup_process(Run& r, const TrainOptions& opts) {
   r.precision = resolve_precision(cfg.train.precision, r.device);
   check_memory_fits(cfg, r.device, /*training=*/true, r.env.world_size, "training");
   if (cfg.data.path.empty() && cfg.data.sources.empty())
-    fail_input("data.path is not set: point it at a prepared directory or shard files (or list "
-               "several under data.sources)");
+    fail_input(
+        "data.path is not set: point it at a prepared directory or shard files (or list "
+        "several under data.sources)");
   // Listing validates every checkpoint's identity (its folder name against its trainer_state).
   const bool has_checkpoints = !list_checkpoints(r.dir).empty();
   if (!opts.resume && has_checkpoints)
@@ -109,8 +110,7 @@ std::pair<int64_t, int64_t> budget(const config::Config& cfg, int world) {
   const auto& tc = cfg.train;
   const int64_t per_step =
       tc.micro_batch_size * tc.grad_accum_steps * tc.seq_len * static_cast<int64_t>(world);
-  const int64_t steps =
-      tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + per_step - 1) / per_step;
+  const int64_t steps = tc.max_steps > 0 ? tc.max_steps : (tc.max_tokens + per_step - 1) / per_step;
   if (steps <= 0) fail_input("set train.max_steps or train.max_tokens to a positive number");
   return {per_step, steps};
 }
@@ -133,8 +133,8 @@ void open_data(Run& r) {
   r.train_ds = r.sources[0].train;
   r.val_ds = r.sources[0].val;
   std::tie(r.tokens_per_step, r.total_steps) = budget(cfg, r.world());
-  r.loader = make_loader(cfg, r.sources, r.comm->rank(), r.world(),
-                         static_cast<int>(cfg.data.prefetch));
+  r.loader =
+      make_loader(cfg, r.sources, r.comm->rank(), r.world(), static_cast<int>(cfg.data.prefetch));
 }
 
 // fp32 master weights on the device; with several ranks, bucketed data parallelism (optionally
@@ -221,15 +221,29 @@ void describe(const Run& r) {
               human_count(static_cast<double>(r.total_steps * r.tokens_per_step)));
     return;
   }
-  log::info("data: a mixture of {} sources; {} tokens/step, {} steps ({} tokens)",
-            r.sources.size(), group_digits(r.tokens_per_step), r.total_steps,
+  log::info("data: a mixture of {} sources; {} tokens/step, {} steps ({} tokens)", r.sources.size(),
+            group_digits(r.tokens_per_step), r.total_steps,
             human_count(static_cast<double>(r.total_steps * r.tokens_per_step)));
   for (const auto& p :
        data::data_plan(*r.loader, r.total_steps * r.tokens_per_step / cfg.train.seq_len))
-    log::info("  source {}: weight {} ({}% of the tokens), {} tokens in {}; this run reads {} "
-              "tokens, {} epochs",
-              p.name, p.weight, log::fixed(100 * p.share, 2), group_digits(p.tokens),
-              p.description, human_count(p.tokens_read), log::fixed(p.epochs, 3));
+    log::info(
+        "  source {}: weight {} ({}% of the tokens), {} tokens in {}; this run reads {} "
+        "tokens, {} epochs",
+        p.name, p.weight, log::fixed(100 * p.share, 2), group_digits(p.tokens), p.description,
+        human_count(p.tokens_read), log::fixed(p.epochs, 3));
+}
+
+// Asynchronous checkpoints on a GPU copy into page-locked host memory allocated here, at start-up,
+// rather than at the first checkpoint (about 12 bytes a parameter: weights and both moments). A
+// sharded optimizer's gathered state allocates at its first checkpoint instead.
+void reserve_checkpoint_memory(Run& r) {
+  if (!r.cfg->checkpoint.async || !r.device.is_cuda() || (r.dp && r.dp->zero1())) return;
+  const exports::TensorList model = exports::model_tensors(r.model, /*expand_shared=*/false);
+  const exports::TensorList opt = r.optimizer->state_tensors();
+  r.checkpoints->staging().reserve(r.device, {&model, &opt},
+                                   {exports::SaveOptions{}.dtype, std::nullopt});
+  log::info("checkpoints: {} MiB of page-locked host memory for snapshots",
+            r.checkpoints->staging().bytes() >> 20);
 }
 
 }  // namespace
@@ -253,8 +267,9 @@ std::unique_ptr<Run> setup_run(const config::Config& cfg, const TrainOptions& op
   r->state.loader = r->loader->state();
   if (opts.resume) resume(*r, opts);
   if (r->rank0()) {
-    r->checkpoints = std::make_unique<CheckpointWriter>(r->dir, cfg.checkpoint.keep_last,
-                                                        cfg.checkpoint.async);
+    r->checkpoints =
+        std::make_unique<CheckpointWriter>(r->dir, cfg.checkpoint.keep_last, cfg.checkpoint.async);
+    reserve_checkpoint_memory(*r);
     write_file_atomic(r->dir / "config.yaml", config::to_yaml(cfg));
     r->metrics =
         std::make_unique<MetricsLog>(r->dir, cfg.log.tensorboard, opts.resume ? r->state.step : -1);

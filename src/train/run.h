@@ -69,6 +69,7 @@ struct Run {
     int64_t checkpoints = 0;
     double eval_s = 0;       // validation and zero-shot tasks
     double data_wait_s = 0;  // waiting for the loader
+    double capture_s = 0;    // capturing the step as a CUDA graph
   } goodput;
 
   bool rank0() const { return comm->rank() == 0; }

@@ -302,6 +302,7 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
     // The gradients are born inside the capture (in its memory pool) and stay: every replay
     // writes them again. The eager steps' cached blocks go back first, so that the graph's pool
     // does not sit beside them.
+    const auto t_capture = std::chrono::steady_clock::now();
     drop_grads();
     g.stream.synchronize();
     c10::cuda::CUDACachingAllocator::emptyCache();
@@ -321,7 +322,9 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
                    "\nSet train.cuda_graph: off to run the step eagerly.");
     }
     g.graph->capture_end();
-    log::info("training step captured as one CUDA graph");
+    capture_s_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count();
+    log::info("training step captured as one CUDA graph in {} s", log::fixed(capture_s_, 2));
   }
   g.graph->replay();
   return finish_device(g.stats, stop_requested);

@@ -79,6 +79,8 @@ class TrainStep {
   StepResult run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                  bool stop_requested, bool time_teacher = false);
   double teacher_ms() const { return teacher_ms_; }
+  // Seconds spent capturing the step as a CUDA graph (no training happens meanwhile).
+  double capture_s() const { return capture_s_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   Launch launch() const { return launch_; }
   // Tests: force a launch mode (graph needs CUDA, one process, no teacher).
@@ -108,6 +110,7 @@ class TrainStep {
   double grad_clip_;
   std::vector<at::Tensor> params_;
   double teacher_ms_ = NAN;
+  double capture_s_ = 0;
 };
 
 }  // namespace deepthin::train

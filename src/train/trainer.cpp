@@ -85,9 +85,21 @@ void save_run_checkpoint(Run& r, const RunClock& elapsed) {
   r.state.loader = r.loader->state();
   r.state.elapsed_s = elapsed();
   capture_cpu_rng(r.state);
+  synchronize(
+      r.device);  // the steps still queued on the GPU are training time, not the checkpoint's
   const auto t = Clock::now();
-  r.checkpoints->submit(snapshot_checkpoint(r.model, *r.cfg, opt_state, r.state));
-  r.goodput.checkpoint_s += seconds_since(t);
+  CheckpointWriter& w = *r.checkpoints;
+  const double previous = w.wait();  // the staging memory is free again (a failed write rethrown)
+  const auto t_snap = Clock::now();
+  auto snap = snapshot_checkpoint(r.model, *r.cfg, opt_state, r.state, &w.staging());
+  const double snapshot = seconds_since(t_snap);
+  w.submit(std::move(snap));
+  const double waited = seconds_since(t);
+  r.goodput.checkpoint_s += waited;
+  if (w.async())
+    log::info("checkpoint step {}: training waited {} s (snapshot {} s, previous write {} s)",
+              r.state.step, log::fixed(waited, 3), log::fixed(snapshot, 3),
+              log::fixed(previous, 3));
   ++r.goodput.checkpoints;
 }
 
@@ -140,6 +152,14 @@ void account_step(Run& r, const StepResult& s, int64_t& bad_in_a_row, TrainResul
       "row)",
       r.state.step, s.loss, s.grad_norm, bad_in_a_row);
   if (bad_in_a_row >= r.cfg->train.max_bad_steps) {
+    // The newest checkpoint may still be written in the background: finish it before naming one.
+    if (r.checkpoints) {
+      try {
+        r.checkpoints->wait();
+      } catch (const std::exception& e) {
+        log::warn("the checkpoint being written failed: {}", e.what());
+      }
+    }
     auto last = list_checkpoints(r.dir);
     fail_runtime("training stopped: " + std::to_string(bad_in_a_row) +
                  " non-finite steps in a row at step " + std::to_string(r.state.step) +
@@ -287,7 +307,7 @@ void between_steps(Run& r, const TrainOptions& opts, TrainResult& result, const 
 // steps, and where the rest went.
 void report_goodput(Run& r, double loop_s, TrainResult& result) {
   const auto& g = r.goodput;
-  const double lost = g.checkpoint_s + g.eval_s + g.data_wait_s;
+  const double lost = g.checkpoint_s + g.eval_s + g.data_wait_s + g.capture_s;
   result.goodput = loop_s > 0 ? (loop_s - lost) / loop_s : NAN;
   if (!r.rank0()) return;
   Json j = Json::object();
@@ -300,14 +320,18 @@ void report_goodput(Run& r, double loop_s, TrainResult& result) {
   j["checkpoints"] = g.checkpoints;
   j["eval_s"] = g.eval_s;
   j["data_wait_s"] = g.data_wait_s;
+  j["capture_s"] = g.capture_s;
   r.metrics->write(j);
-  log::info("goodput {}: {} s from the first step, of which checkpoints {} s ({} × {} s{}), "
-            "evaluation {} s, waiting for data {} s; start-up {} s before the first step",
-            log::fixed(result.goodput, 4), log::fixed(loop_s, 1), log::fixed(g.checkpoint_s, 2),
-            g.checkpoints,
-            log::fixed(g.checkpoints ? g.checkpoint_s / static_cast<double>(g.checkpoints) : 0.0, 3),
-            r.cfg->checkpoint.async ? ", written in the background" : "", log::fixed(g.eval_s, 2),
-            log::fixed(g.data_wait_s, 2), log::fixed(g.startup_s, 1));
+  log::info(
+      "goodput {}: {} s from the first step, of which checkpoints {} s ({} × {} s{}), "
+      "evaluation {} s, waiting for data {} s",
+      log::fixed(result.goodput, 4), log::fixed(loop_s, 1), log::fixed(g.checkpoint_s, 2),
+      g.checkpoints,
+      log::fixed(g.checkpoints ? g.checkpoint_s / static_cast<double>(g.checkpoints) : 0.0, 3),
+      r.cfg->checkpoint.async ? ", written in the background" : "", log::fixed(g.eval_s, 2),
+      log::fixed(g.data_wait_s, 2));
+  log::info("goodput: start-up {} s before the first step; CUDA graph capture {} s",
+            log::fixed(g.startup_s, 1), log::fixed(g.capture_s, 2));
 }
 
 }  // namespace
@@ -348,8 +372,8 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     if (r.checkpoints) r.checkpoints->check();  // a failed background write stops the run here
     info.lr = learning_rate(cfg.schedule, cfg.optimizer.lr, r.state.step, r.total_steps);
     const bool timed = r.teacher && (r.state.step + 1) % cfg.log.every == 0;
-    const StepResult s = step.run([&] { return next_tokens(r); }, info.lr,
-                                  r.state.step + 1, g_stop_requested, timed);
+    const StepResult s = step.run([&] { return next_tokens(r); }, info.lr, r.state.step + 1,
+                                  g_stop_requested, timed);
     if (timed) info.teacher_ms = step.teacher_ms();
     info.grad_norm = s.grad_norm;
     account_step(r, s, bad_in_a_row, result);
@@ -370,6 +394,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     }
   }
   if (r.checkpoints) r.goodput.checkpoint_s += r.checkpoints->wait();  // the last one is complete
+  r.goodput.capture_s = step.capture_s();
   const auto t_end = Clock::now();
   if (!result.interrupted) {
     evaluate_run(r, result, elapsed);

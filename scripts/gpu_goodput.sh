@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# GPU-machine measurements for goodput (issue 24) and data throughput (issue 22), in two stages
+# that each build first when build/deepthin is missing:
+#   scripts/gpu_goodput.sh a   shards from the carried .carry/corpus.jsonl.gz (gzip read through
+#                              Arrow); `deepthin bench` of MobileLLM-125M at micro-batch 16; the
+#                              goodput run (2,000 steps, asynchronous checkpoints every 200,
+#                              validation every 1,000) and its ratio to the bench's tokens/s.
+#   scripts/gpu_goodput.sh b   data prepare throughput at 1, 4 and 16 threads; MobileLLM-1.5B:
+#                              what training waits at each checkpoint; then
+#                              deepthin eval against lm-eval at the published item counts (lm-eval
+#                              from carried wheels in .whl) on a 125M trained for 200 steps.
+# Carry: .carry (corpus.jsonl.gz, tokenizer-4096.model) and, for b, .whl. Results in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/gpu_env.sh
+OUT=${OUT:-/tmp/deepthin-gpu}
+W=/tmp/dt-goodput
+mkdir -p "$OUT" $W
+t0=$(date +%s)
+stamp() { echo "[$1 after $(($(date +%s) - t0)) s]"; }
+if [ ! -x build/deepthin ]; then
+  DEEPTHIN_JOBS=16 DEEPTHIN_BUILD_TARGET=deepthin scripts/setup.sh > "$OUT/setup.log" 2>&1 ||
+    { tail -40 "$OUT/setup.log"; exit 1; }
+  stamp "build done"
+fi
+D=build/deepthin
+C125=configs/pretrain/mobilellm-125m.yaml
+shards() {
+  [ -d $W/shards ] && return
+  $D data prepare --tokenizer .carry/tokenizer-4096.model --input .carry/corpus.jsonl.gz \
+    --out $W/shards --val-fraction 0.01 --threads 16 2>&1 | tail -1
+}
+
+stage_a() {
+  shards
+  $D bench $C125 --set train.device=cuda --set train.micro_batch_size=16 --step-only \
+    > "$OUT/bench.json" 2> "$OUT/bench.err"
+  stamp "bench done"
+  rm -rf $W/runs/goodput
+  $D train $C125 --set run.root=$W/runs --set run.name=goodput \
+    --set data.path=$W/shards --set 'data.tokenizer=""' --set train.micro_batch_size=16 \
+    --set train.max_steps=2000 --set checkpoint.every=200 --set checkpoint.keep_last=3 \
+    --set eval.every=1000 --set eval.batches=50 --set log.every=100 > "$OUT/train.json" 2> "$OUT/train.err"
+  stamp "train exit $?"
+  grep -E "goodput|checkpoint step|captured|page-locked" $W/runs/goodput/train.log | tail -16
+  cp $W/runs/goodput/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null
+  python3 - "$OUT/bench.json" "$OUT/metrics.jsonl" <<'EOF'
+import json, sys
+bench = json.load(open(sys.argv[1]))
+recs = [json.loads(l) for l in open(sys.argv[2])]
+g = [r for r in recs if r.get("type") == "goodput"][-1]
+tokens = [r for r in recs if r.get("type") == "train"][-1]["tokens"]
+tps = tokens / g["wall_s"]
+print(f"bench {bench['tokens_per_s']:.0f} tokens/s ({bench['step_ms']:.1f} ms a step, {bench['launch']}); "
+      f"run {tokens} tokens in {g['wall_s']:.1f} s from the first step = {tps:.0f} tokens/s; "
+      f"goodput against the bench {tps / bench['tokens_per_s']:.4f}; the run's own {g['goodput']:.4f}; "
+      f"checkpoints {g['checkpoint_s']:.2f} s over {g['checkpoints']}, eval {g['eval_s']:.2f} s, "
+      f"data wait {g['data_wait_s']:.2f} s, capture {g['capture_s']:.2f} s, start-up {g['startup_s']:.1f} s")
+EOF
+  stamp "stage a done"
+}
+
+stage_b() {
+  shards
+  zcat .carry/corpus.jsonl.gz > $W/corpus.jsonl
+  timeout 150 python3 scripts/bench/prepare_speed.py --deepthin $D --tokenizer .carry/tokenizer-4096.model \
+    --input $W/corpus.jsonl --mb 40 --threads 1,4,16 > "$OUT/prepare_speed.txt" 2>&1
+  cat "$OUT/prepare_speed.txt"
+  stamp "prepare speed done"
+  rm -rf $W/runs/big
+  $D train configs/pretrain/mobilellm-1.5b.yaml --set run.root=$W/runs --set run.name=big \
+    --set data.path=$W/shards --set 'data.tokenizer=""' \
+    --set train.micro_batch_size=4 --set train.max_steps=60 --set checkpoint.every=20 \
+    --set checkpoint.keep_last=1 --set eval.every=0 --set log.every=20 > "$OUT/big.json" 2> "$OUT/big.err"
+  stamp "1.5B exit $?"
+  grep -E "goodput|checkpoint step|page-locked|parameters" $W/runs/big/train.log | tail -10
+  rm -rf $W/runs/big
+  # A 125M on the carried 4096-piece tokenizer: lm-eval needs the tokenizer beside the weights.
+  rm -rf $W/runs/small
+  $D train $C125 --set run.root=$W/runs --set run.name=small --set data.path=$W/shards \
+    --set data.tokenizer=.carry/tokenizer-4096.model --set model.vocab_size=4096 \
+    --set train.micro_batch_size=16 --set train.max_steps=200 --set eval.every=0 > /dev/null 2>&1
+  stamp "small 125M exit $?"
+  local model=$W/runs/small
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    timeout 300 python3 scripts/eval/lm_eval_speed.py $model --published --device cuda \
+      --batch-size 64 --cli $D --work $W/lmeval > "$OUT/lm_eval_speed.txt" 2>&1
+    tail -14 "$OUT/lm_eval_speed.txt"
+  fi
+  stamp "stage b done"
+}
+
+case "${1:-a}" in
+  a) stage_a ;;
+  b) stage_b ;;
+  ab) stage_a; stage_b ;;
+  *) echo "usage: $0 a|b|ab" >&2; exit 2 ;;
+esac
