@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's export table: MobileLLM-125M and 125M-LS initialised (deepthin init, seed 0, with the
+# The export table of docs/export.md ("Sizes, agreement and CPU decode speed"): MobileLLM-125M and
+# 125M-LS initialised (deepthin init, seed 0, with the
 # 32k tokenizer of scripts/prepare_corpus.sh) and, when present, a trained model (RUN, e.g. the demo's
 # run directory), exported to every GGUF and ExecuTorch variant; file sizes, agreement with deepthin and
 # CPU decode speed on this machine (scripts/export/measure.py).

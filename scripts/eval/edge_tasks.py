@@ -8,7 +8,7 @@ at the start of a WinoGrande sentence, empty choices, and string labels lm-eval 
 
 Item 0 of every file is plain: lm-eval inspects a task's first document to decide how to read the
 others. Inputs on which lm-eval itself crashes (an empty choice in item 0, a WinoGrande sentence
-without "_", HellaSwag labels such as "02") are left out: the README lists them.
+without "_", HellaSwag labels such as "02") are left out: docs/evaluation.md lists them.
 
     edge_tasks.py --out DIR [--items N] [--seed S]
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The export table of the README: for each model directory, each format and quantization, the file
-size, the max and mean |Δ log-prob| of its next-token predictions against `deepthin score` (fp32), and
+"""The export table of docs/export.md: for each model directory, each format and quantization, the
+file size, the max and mean |Δ log-prob| of its next-token predictions against `deepthin score` (fp32), and
 the CPU decode speed in its runtime (llama.cpp, ExecuTorch), one token at a time after a 16-token
 prompt. Run in .venv-export (scripts/setup_export.sh); scripts/export_table.sh drives it.
 
