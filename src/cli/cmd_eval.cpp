@@ -12,16 +12,16 @@
 #include "eval/perplexity.h"
 #include "eval/tasks.h"
 #include "eval/zero_shot.h"
-#include "export/model_dir.h"
 #include "kernels/fused.h"
 #include "model/quant_sim.h"
+#include "storage/model_dir.h"
 #include "train/checkpoint.h"
 #include "train/precision.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json_io.h"
-#include "util/paths.h"
 #include "util/log.h"
+#include "util/paths.h"
 #include "util/strings.h"
 
 namespace deepthin::cli {
@@ -137,7 +137,10 @@ int run_eval(const Argv& argv) {
   // --json FILE replaces only an earlier result of deepthin eval (never a file it did not write).
   if (args.has("json"))
     check_output(args.get("json"),
-                 OutputKind{"a deepthin eval result", false, {}, "",
+                 OutputKind{"a deepthin eval result",
+                            false,
+                            {},
+                            "",
                             [](const fs::path& p) {
                               return read_prefix(p, 16).rfind("{\n \"model\":", 0) == 0;
                             }},
@@ -148,7 +151,7 @@ int run_eval(const Argv& argv) {
   if (zero_shot)
     for (const auto& name : task_list(args.get("tasks")))
       tasks.push_back(eval::load_task(name, args.get("data"), limit));
-  auto loaded = exports::load_model_dir(dir);
+  auto loaded = storage::load_model_dir(dir);
   model::apply_quant_sim(loaded.model, quant);
   // Simulated activation quantization lives in the plain layers: the fused path is switched off.
   kernels::set_mode(quant == model::QuantSim::none ? kernels::Mode::auto_

@@ -10,7 +10,7 @@
 #include "export/executorch.h"
 #include "export/gguf.h"
 #include "export/hf.h"
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
 #include "util/json_io.h"
@@ -81,13 +81,14 @@ int run_export(const Argv& argv) {
   const fs::path tokenizer = find_tokenizer(args, dir);
   // --out may replace only an earlier export of the same format (util/paths.h), never the model
   // being read, a run, or a file deepthin did not write.
-  check_output(out,
-               format == "gguf"   ? exports::gguf_output()
-               : format == "hf" ? exports::hf_dir_output()
-                                  : exports::pte_output(),
-               OutputRules{"deepthin export", "--out", args.has("force"),
-                           {dir, args.positional(0), tokenizer}});
-  auto loaded = exports::load_model_dir(dir);
+  check_output(
+      out,
+      format == "gguf" ? exports::gguf_output()
+      : format == "hf" ? exports::hf_dir_output()
+                       : exports::pte_output(),
+      OutputRules{
+          "deepthin export", "--out", args.has("force"), {dir, args.positional(0), tokenizer}});
+  auto loaded = storage::load_model_dir(dir);
   const auto& m = loaded.config.model;
   const bool shared = m.layer_sharing.repeats > 1;
 

@@ -315,11 +315,12 @@ std::vector<float> dequantize_q4_0(const uint8_t* data, int64_t n) {
 }
 
 OutputKind gguf_output() {
-  return {"a GGUF file", false, {}, "",
-          [](const std::filesystem::path& p) { return read_prefix(p, 4) == "GGUF"; }};
+  return {"a GGUF file", false, {}, "", [](const std::filesystem::path& p) {
+            return read_prefix(p, 4) == "GGUF";
+          }};
 }
 
-GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model,
+GgufReport write_gguf(const std::filesystem::path& out, const storage::LoadedModel& model,
                       const std::filesystem::path& tokenizer, GgufType type,
                       const std::string& name) {
   const auto& m = model.config.model;
