@@ -18,7 +18,6 @@ EXTENSIONS = (".cpp", ".h", ".cu")
 # Functions still over the limit, each to be split (the list only shrinks; a file:function named here
 # that is back under the limit fails too, so the list is kept exact).
 PENDING = {
-    "src/sweep/report.cpp: write_report",
     "src/sweep/runner.cpp: run_sweep",
 }
 
