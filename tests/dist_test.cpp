@@ -11,7 +11,7 @@
 
 #include "data/prepare.h"
 #include "dist/launch.h"
-#include "export/safetensors.h"
+#include "storage/safetensors.h"
 #include "test_util.h"
 #include "util/error.h"
 #include "util/json_io.h"
@@ -213,7 +213,7 @@ distributed: {timeout_s: 30, bucket_mb: 0.02}
   // max |a − b| over all tensors of two safetensors files (same names required), and the largest
   // difference relative to each tensor's scale.
   static std::pair<double, double> compare(const fs::path& a, const fs::path& b) {
-    auto fa = exports::load_safetensors(a), fb = exports::load_safetensors(b);
+    auto fa = storage::load_safetensors(a), fb = storage::load_safetensors(b);
     std::map<std::string, at::Tensor> mb(fb.tensors.begin(), fb.tensors.end());
     EXPECT_EQ(fa.tensors.size(), fb.tensors.size());
     double abs_diff = 0, rel_diff = 0;

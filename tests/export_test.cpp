@@ -8,8 +8,8 @@
 
 #include "config/config.h"
 #include "export/gguf.h"
-#include "export/model_dir.h"
-#include "export/safetensors.h"
+#include "storage/model_dir.h"
+#include "storage/safetensors.h"
 #include "test_util.h"
 #include "util/error.h"
 #include "util/json_io.h"
@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
   TempDir tmp;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
-  exports::TensorList tensors = {
+  storage::TensorList tensors = {
       {"f32", torch::randn({3, 5}, gen)},
       {"bf16", torch::randn({7}, gen).to(torch::kBFloat16)},
       {"f16", torch::randn({2, 2, 2}, gen).to(torch::kHalf)},
@@ -31,8 +31,8 @@ TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
       {"empty", torch::empty({0, 4})},
       {"strided", torch::randn({4, 6}, gen).t()},  // non-contiguous input
   };
-  exports::save_safetensors(tmp / "a.safetensors", tensors, {{"format", "pt"}});
-  auto back = exports::load_safetensors(tmp / "a.safetensors");
+  storage::save_safetensors(tmp / "a.safetensors", tensors, {{"format", "pt"}});
+  auto back = storage::load_safetensors(tmp / "a.safetensors");
   ASSERT_EQ(back.tensors.size(), tensors.size());
   EXPECT_EQ(back.metadata.at("format"), "pt");
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -44,7 +44,7 @@ TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
 
 TEST(Safetensors, HeaderIsValidJsonAndDataIsAligned) {
   TempDir tmp;
-  exports::save_safetensors(tmp / "a.safetensors", {{"x", torch::ones({3})}});
+  storage::save_safetensors(tmp / "a.safetensors", {{"x", torch::ones({3})}});
   std::string raw = read_text(tmp / "a.safetensors");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i)
@@ -57,18 +57,18 @@ TEST(Safetensors, HeaderIsValidJsonAndDataIsAligned) {
 
 TEST(Safetensors, TruncatedAndCorruptFilesAreClearErrors) {
   TempDir tmp;
-  exports::save_safetensors(tmp / "a.safetensors", {{"w", torch::ones({64})}});
+  storage::save_safetensors(tmp / "a.safetensors", {{"w", torch::ones({64})}});
   std::string raw = read_text(tmp / "a.safetensors");
   write_text(tmp / "trunc.safetensors", raw.substr(0, raw.size() - 10));
-  auto msg = input_error([&] { exports::load_safetensors(tmp / "trunc.safetensors"); });
+  auto msg = input_error([&] { storage::load_safetensors(tmp / "trunc.safetensors"); });
   EXPECT_NE(msg.find("tensor 'w'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 
   write_text(tmp / "junk.safetensors", "this is not a safetensors file at all");
-  msg = input_error([&] { exports::load_safetensors(tmp / "junk.safetensors"); });
+  msg = input_error([&] { storage::load_safetensors(tmp / "junk.safetensors"); });
   EXPECT_NE(msg.find("junk.safetensors"), std::string::npos) << msg;
 
-  msg = input_error([&] { exports::load_safetensors(tmp / "missing.safetensors"); });
+  msg = input_error([&] { storage::load_safetensors(tmp / "missing.safetensors"); });
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
 
   // A shape whose element count overflows int64 (its product was undefined behaviour).
@@ -77,7 +77,7 @@ TEST(Safetensors, TruncatedAndCorruptFilesAreClearErrors) {
   std::string bytes(8, '\0');
   for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   write_text(tmp / "huge.safetensors", bytes + header);
-  msg = input_error([&] { exports::load_safetensors(tmp / "huge.safetensors"); });
+  msg = input_error([&] { storage::load_safetensors(tmp / "huge.safetensors"); });
   EXPECT_NE(msg.find("more than 2^63 elements"), std::string::npos) << msg;
 }
 
@@ -89,8 +89,8 @@ TEST(ModelDir, SaveLoadRoundTripIsExact) {
       "t");
   model::Decoder m(cfg.model);
   m->reset_parameters(5);
-  exports::save_model_files(tmp / "m", m, cfg);
-  auto loaded = exports::load_model_dir(tmp / "m");
+  storage::save_model_files(tmp / "m", m, cfg);
+  auto loaded = storage::load_model_dir(tmp / "m");
   EXPECT_EQ(config::to_yaml(loaded.config), config::to_yaml(cfg));
   auto a = m->named_parameters(), b = loaded.model->named_parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -108,12 +108,12 @@ TEST(ModelDir, ExpandedDirectoryIsPlainLlama) {
       "layer_sharing: {scheme: immediate, repeats: 2}}",
       "t");
   model::Decoder m(cfg.model);
-  exports::save_model_files(tmp / "m", m, cfg, {.expand_shared = true});
+  storage::save_model_files(tmp / "m", m, cfg, {.expand_shared = true});
   auto hf = json::parse(read_text(tmp / "m" / "config.json"));
   EXPECT_EQ(json::as_string(*hf.find("model_type")), "llama");
   EXPECT_EQ(json::as_int(*hf.find("num_hidden_layers")), 4);
   EXPECT_TRUE(json::as_bool(*hf.find("tie_word_embeddings")));
-  auto st = exports::load_safetensors(tmp / "m" / "model.safetensors");
+  auto st = storage::load_safetensors(tmp / "m" / "model.safetensors");
   bool has_head = false;
   for (const auto& [n, t] : st.tensors) has_head = has_head || n == "lm_head.weight";
   EXPECT_FALSE(has_head);
@@ -134,8 +134,8 @@ TEST(ModelDir, Bf16StorageLoadsBackRounded) {
   auto cfg = config::parse_config(
       "model: {vocab_size: 50, dim: 32, n_layers: 1, n_heads: 4, n_kv_heads: 2}", "t");
   model::Decoder m(cfg.model);
-  exports::save_model_files(tmp / "m", m, cfg, {.dtype = at::kBFloat16});
-  auto loaded = exports::load_model_dir(tmp / "m");
+  storage::save_model_files(tmp / "m", m, cfg, {.dtype = at::kBFloat16});
+  auto loaded = storage::load_model_dir(tmp / "m");
   auto w = m->embed_tokens->weight;
   EXPECT_TRUE(
       torch::equal(loaded.model->embed_tokens->weight, w.to(torch::kBFloat16).to(torch::kFloat)));
@@ -146,35 +146,35 @@ TEST(ModelDir, MismatchedWeightsAreClearErrors) {
   auto cfg = config::parse_config(
       "model: {vocab_size: 50, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2}", "t");
   model::Decoder m(cfg.model);
-  auto tensors = exports::model_tensors(m, false);
+  auto tensors = storage::model_tensors(m, false);
 
   auto missing = tensors;
   missing.pop_back();
-  auto msg = input_error([&] { exports::load_weights(m, missing, "w.safetensors"); });
+  auto msg = input_error([&] { storage::load_weights(m, missing, "w.safetensors"); });
   EXPECT_NE(msg.find("w.safetensors: tensor 'model.norm.weight' is missing"), std::string::npos)
       << msg;
 
   auto wrong = tensors;
   wrong[1].second = torch::zeros({3, 3});
-  msg = input_error([&] { exports::load_weights(m, wrong, "w.safetensors"); });
+  msg = input_error([&] { storage::load_weights(m, wrong, "w.safetensors"); });
   EXPECT_NE(msg.find("has shape [3, 3]"), std::string::npos) << msg;
 
   auto extra = tensors;
   extra.emplace_back("model.layers.7.mlp.up_proj.weight", torch::zeros({1}));
-  msg = input_error([&] { exports::load_weights(m, extra, "w.safetensors"); });
+  msg = input_error([&] { storage::load_weights(m, extra, "w.safetensors"); });
   EXPECT_NE(msg.find("does not belong to this model"), std::string::npos) << msg;
 }
 
 TEST(ModelDir, HfConfigErrors) {
   auto j = json::parse(R"({"model_type": "gpt2", "vocab_size": 10})");
-  auto msg = input_error([&] { exports::model_config_from_hf(j, "c.json"); });
+  auto msg = input_error([&] { storage::model_config_from_hf(j, "c.json"); });
   EXPECT_NE(msg.find("c.json: model_type 'gpt2' is not supported"), std::string::npos) << msg;
   j = json::parse(
       R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
                       "num_attention_heads": 2, "intermediate_size": 16, "rope_scaling": {"type": "linear"}})");
-  msg = input_error([&] { exports::model_config_from_hf(j, "c.json"); });
+  msg = input_error([&] { storage::model_config_from_hf(j, "c.json"); });
   EXPECT_NE(msg.find("rope_scaling"), std::string::npos) << msg;
-  auto dir_msg = input_error([&] { exports::load_model_dir("/nonexistent/model"); });
+  auto dir_msg = input_error([&] { storage::load_model_dir("/nonexistent/model"); });
   EXPECT_NE(dir_msg.find("model directory not found"), std::string::npos);
 }
 

@@ -135,9 +135,9 @@ TEST_F(GoodputTest, AsynchronousCheckpointsHoldWhatSynchronousOnesHold) {
 // the new values; another layout gets its own block; dtypes convert as asked.
 TEST(HostStaging, ReusesItsMemoryAndCopiesExactly) {
   train::HostStaging st;
-  exports::TensorList a = {{"w", at::arange(12, at::kFloat).view({3, 4})},
+  storage::TensorList a = {{"w", at::arange(12, at::kFloat).view({3, 4})},
                            {"b", at::arange(5, at::kDouble)}};
-  exports::TensorList o = {{"m", at::full({7}, 2.5, at::kFloat)}};
+  storage::TensorList o = {{"m", at::full({7}, 2.5, at::kFloat)}};
   auto first = st.copy({&a, &o}, {std::nullopt, std::nullopt});
   ASSERT_EQ(first.size(), 2u);
   EXPECT_TRUE(at::equal(first[0][0].second, a[0].second));

@@ -5,9 +5,9 @@
 #include <cmath>
 
 #include "config/config.h"
-#include "export/model_dir.h"
 #include "model/decoder.h"
 #include "model/param_count.h"
+#include "storage/model_dir.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -186,10 +186,10 @@ TEST_P(SharingScheme, EqualsItsExpandedModel) {
 
   config::Config full;
   full.model = cfg;
-  auto expanded_cfg = exports::saved_config(full, /*expand_shared=*/true).model;
+  auto expanded_cfg = storage::saved_config(full, /*expand_shared=*/true).model;
   EXPECT_EQ(expanded_cfg.n_layers, 3 * repeats);
   model::Decoder expanded(expanded_cfg);
-  exports::load_weights(expanded, exports::model_tensors(shared, true), "expanded");
+  storage::load_weights(expanded, storage::model_tensors(shared, true), "expanded");
 
   auto tokens = random_tokens(2, 9, 97, 12);
   EXPECT_TRUE(torch::equal(shared->forward(tokens), expanded->forward(tokens)));

@@ -10,7 +10,7 @@
 
 #include "data/prepare.h"
 #include "data/tokenizer.h"
-#include "export/safetensors.h"
+#include "storage/safetensors.h"
 #include "test_util.h"
 #include "util/fs.h"
 #include "util/paths.h"
@@ -263,13 +263,13 @@ TEST_F(TrustTest, NonFiniteWeightsAreRefusedByName) {
   ASSERT_EQ(run_cli("init " + (root() / "cfg.yaml").string() + " --out " + (root() / "m").string())
                 .status,
             0);
-  auto st = exports::load_safetensors(root() / "m" / "model.safetensors");
+  auto st = storage::load_safetensors(root() / "m" / "model.safetensors");
   for (auto& [name, t] : st.tensors)
     if (name == "model.layers.1.mlp.down_proj.weight") {
       t = t.clone();
       t.view({-1})[7] = NAN;
     }
-  exports::save_safetensors(root() / "m" / "model.safetensors", st.tensors);
+  storage::save_safetensors(root() / "m" / "model.safetensors", st.tensors);
   write_text(root() / "t.txt", "1 2 3 4 5\n");
   refused("score " + (root() / "m").string() + " --tokens " + (root() / "t.txt").string(),
           {"model.layers.1.mlp.down_proj.weight", "non-finite"});

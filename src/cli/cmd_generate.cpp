@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "data/tokenizer.h"
 #include "eval/generate.h"
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
 #include "util/json_io.h"
@@ -36,7 +36,7 @@ int run_generate(const Argv& argv) {
              {"json", "", "Print JSON: the prompt's token ids, the generated ids and the text"}});
   if (!args.parse(argv)) return 0;
   const std::filesystem::path dir = train::model_dir_of(args.positional(0), "deepthin generate");
-  auto loaded = exports::load_model_dir(dir);
+  auto loaded = storage::load_model_dir(dir);
   std::filesystem::path tok_path = args.has("tokenizer")
                                        ? std::filesystem::path(args.get("tokenizer"))
                                        : dir / "tokenizer.model";

@@ -5,8 +5,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "config/config.h"
-#include "export/model_dir.h"
 #include "model/decoder.h"
+#include "storage/model_dir.h"
 #include "train/device_info.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -38,18 +38,18 @@ int run_init(const Argv& argv) {
   std::string dtype = args.get("dtype", "fp32");
   if (dtype != "fp32" && dtype != "bf16")
     fail_input("deepthin init: --dtype must be fp32 or bf16, got '" + dtype + "'");
-  check_output(out, exports::model_dir_output(),
+  check_output(out, storage::model_dir_output(),
                OutputRules{"deepthin init", "--out", args.has("force"), {args.positional(0)}});
 
   train::check_memory_fits(cfg, c10::Device(c10::kCPU), /*training=*/false, 1, "deepthin init");
   model::Decoder m(cfg.model);
   m->reset_parameters(static_cast<uint64_t>(seed));
-  exports::SaveOptions opts;
+  storage::SaveOptions opts;
   opts.expand_shared = args.has("expand-shared");
   opts.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
 
   AtomicDir dir(out);
-  exports::save_model_files(dir.path(), m, cfg, opts);
+  storage::save_model_files(dir.path(), m, cfg, opts);
   dir.commit();
   log::info("wrote {} ({} parameters, {} effective layers{})", out.string(),
             group_digits(model::numel(*m)), cfg.model.effective_layers(),

@@ -5,7 +5,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "eval/score.h"
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "util/error.h"
 #include "util/json_io.h"
 
@@ -23,7 +23,7 @@ int run_score(const Argv& argv) {
   if (!args.has("tokens")) fail_input("deepthin score: --tokens FILE is required");
   auto device = train::parse_device(args.get("device", "cpu"));
   auto precision = train::parse_precision(args.get("precision", "fp32"));
-  auto loaded = exports::load_model_dir(args.positional(0));
+  auto loaded = storage::load_model_dir(args.positional(0));
   const auto& m = loaded.config.model;
   auto sequences = eval::read_token_lines(args.get("tokens"), m.vocab_size, m.max_seq_len);
   loaded.model->to(device);

@@ -34,6 +34,89 @@ std::vector<int> parse_gpus(const std::string& s) {
   return out;
 }
 
+// The runs a dry run lists: a text table, the same as JSON, and the parameter range.
+struct DryRunList {
+  Json list = Json::array();
+  int64_t lo = INT64_MAX, hi = 0;
+  std::vector<std::vector<std::string>> table{
+      {"run", "layers", "dim", "heads/kv", "ffn", "params", "eff. layers", "tokens", "overrides"}};
+};
+
+// One run's row of the table and its JSON entry.
+void list_run(const sweep::RunSpec& r, int world, DryRunList& d) {
+  const auto& m = r.config.model;
+  const auto counts = model::count_params(m);
+  d.lo = std::min(d.lo, counts.total);
+  d.hi = std::max(d.hi, counts.total);
+  const int64_t tokens = sweep::run_tokens(r.config, world);
+  std::vector<std::string> ov;
+  for (const auto& [k, v] : r.overrides) ov.push_back(k + "=" + v);
+  ov.push_back("train.seed=" + std::to_string(r.seed));
+  d.table.push_back({r.name, std::to_string(m.n_layers), std::to_string(m.dim),
+                     std::to_string(m.n_heads) + "/" + std::to_string(m.n_kv_heads),
+                     std::string(config::kFfnTypes[static_cast<int>(m.ffn.type)]) + " " +
+                         std::to_string(m.ffn.hidden_dim),
+                     group_digits(counts.total), std::to_string(counts.effective_layers),
+                     human_count(static_cast<double>(tokens)), join(ov, " ")});
+  Json j = Json::object();
+  j["name"] = r.name;
+  j["point"] = r.point;
+  j["seed"] = r.seed;
+  j["n_layers"] = m.n_layers;
+  j["dim"] = m.dim;
+  j["n_heads"] = m.n_heads;
+  j["n_kv_heads"] = m.n_kv_heads;
+  j["ffn_type"] = std::string(config::kFfnTypes[static_cast<int>(m.ffn.type)]);
+  j["ffn_hidden"] = m.ffn.hidden_dim;
+  j["params"] = counts.total;
+  j["effective_layers"] = counts.effective_layers;
+  j["tokens"] = tokens;
+  Json ovj = Json::object();
+  for (const auto& [k, v] : r.overrides) ovj[k] = v;
+  j["overrides"] = ovj;
+  d.list.push_back(j);
+}
+
+// The table with its columns aligned, and the parameter range.
+void print_dry_run(const sweep::Experiment& e, const DryRunList& d) {
+  const auto& table = d.table;
+  std::printf("experiment %s (%s): %zu runs\n", e.name.c_str(), e.file.string().c_str(),
+              json::as_array(d.list).size());
+  if (!e.description.empty()) std::printf("%s\n", e.description.c_str());
+  std::vector<size_t> width(table[0].size(), 0);
+  for (const auto& row : table)
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  for (const auto& row : table) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      std::string cell = row[c];
+      if (c + 1 < row.size()) cell += std::string(width[c] - row[c].size() + 2, ' ');
+      line += cell;
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  if (d.hi > 0)
+    std::printf("parameters: %s to %s (largest / smallest − 1 = %.2f%%)\n",
+                group_digits(d.lo).c_str(), group_digits(d.hi).c_str(),
+                100.0 * (static_cast<double>(d.hi) / static_cast<double>(d.lo) - 1.0));
+}
+
+// --dry-run: the runs (those --only keeps) as a table, or as JSON with --json; nothing trains.
+int dry_run(const Args& args, const sweep::Experiment& e, const sweep::SweepOptions& o) {
+  const int world = o.gpus.empty() ? 1 : o.gpus_per_run;
+  DryRunList d;
+  for (const auto& r : e.runs) {
+    if (!o.only.empty() && r.name.find(o.only) == std::string::npos) continue;
+    list_run(r, world, d);
+  }
+  if (args.has("json")) {
+    std::printf("%s\n", json::dump(d.list, 2).c_str());
+    return 0;
+  }
+  print_dry_run(e, d);
+  return 0;
+}
+
 }  // namespace
 
 int run_sweep(const Argv& argv) {
@@ -61,72 +144,8 @@ int run_sweep(const Argv& argv) {
   o.parallel = static_cast<int>(args.get_int("parallel", 1, 1, 1024));
   o.only = args.get("only");
   auto e = sweep::load_experiment(args.positional(0), args.all("set"));
-  const int world = o.gpus.empty() ? 1 : o.gpus_per_run;
 
-  if (args.has("dry-run")) {
-    Json list = Json::array();
-    int64_t lo = INT64_MAX, hi = 0;
-    std::vector<std::vector<std::string>> table{{"run", "layers", "dim", "heads/kv", "ffn",
-                                                 "params", "eff. layers", "tokens", "overrides"}};
-    for (const auto& r : e.runs) {
-      if (!o.only.empty() && r.name.find(o.only) == std::string::npos) continue;
-      const auto& m = r.config.model;
-      const auto counts = model::count_params(m);
-      lo = std::min(lo, counts.total);
-      hi = std::max(hi, counts.total);
-      const int64_t tokens = sweep::run_tokens(r.config, world);
-      std::vector<std::string> ov;
-      for (const auto& [k, v] : r.overrides) ov.push_back(k + "=" + v);
-      ov.push_back("train.seed=" + std::to_string(r.seed));
-      table.push_back({r.name, std::to_string(m.n_layers), std::to_string(m.dim),
-                       std::to_string(m.n_heads) + "/" + std::to_string(m.n_kv_heads),
-                       std::string(config::kFfnTypes[static_cast<int>(m.ffn.type)]) + " " +
-                           std::to_string(m.ffn.hidden_dim),
-                       group_digits(counts.total), std::to_string(counts.effective_layers),
-                       human_count(static_cast<double>(tokens)), join(ov, " ")});
-      Json j = Json::object();
-      j["name"] = r.name;
-      j["point"] = r.point;
-      j["seed"] = r.seed;
-      j["n_layers"] = m.n_layers;
-      j["dim"] = m.dim;
-      j["n_heads"] = m.n_heads;
-      j["n_kv_heads"] = m.n_kv_heads;
-      j["ffn_type"] = std::string(config::kFfnTypes[static_cast<int>(m.ffn.type)]);
-      j["ffn_hidden"] = m.ffn.hidden_dim;
-      j["params"] = counts.total;
-      j["effective_layers"] = counts.effective_layers;
-      j["tokens"] = tokens;
-      Json ovj = Json::object();
-      for (const auto& [k, v] : r.overrides) ovj[k] = v;
-      j["overrides"] = ovj;
-      list.push_back(j);
-    }
-    if (args.has("json")) {
-      std::printf("%s\n", json::dump(list, 2).c_str());
-      return 0;
-    }
-    std::printf("experiment %s (%s): %zu runs\n", e.name.c_str(), e.file.string().c_str(),
-                json::as_array(list).size());
-    if (!e.description.empty()) std::printf("%s\n", e.description.c_str());
-    std::vector<size_t> width(table[0].size(), 0);
-    for (const auto& row : table)
-      for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
-    for (const auto& row : table) {
-      std::string line;
-      for (size_t c = 0; c < row.size(); ++c) {
-        std::string cell = row[c];
-        if (c + 1 < row.size()) cell += std::string(width[c] - row[c].size() + 2, ' ');
-        line += cell;
-      }
-      std::printf("%s\n", line.c_str());
-    }
-    if (hi > 0)
-      std::printf("parameters: %s to %s (largest / smallest − 1 = %.2f%%)\n",
-                  group_digits(lo).c_str(), group_digits(hi).c_str(),
-                  100.0 * (static_cast<double>(hi) / static_cast<double>(lo) - 1.0));
-    return 0;
-  }
+  if (args.has("dry-run")) return dry_run(args, e, o);
   if (args.has("json")) fail_input("--json goes with --dry-run");
   auto sum = sweep::run_sweep(e, o);
   std::printf(

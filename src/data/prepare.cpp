@@ -3,12 +3,12 @@
 #include "data/input.h"
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -169,7 +169,9 @@ class Pipeline {
  public:
   using Batch = std::vector<Document>;
   Pipeline(const Tokenizer* tok, int threads, std::function<void(Batch&)> write)
-      : tok_(tok), threads_(threads), write_(std::move(write)),
+      : tok_(tok),
+        threads_(threads),
+        write_(std::move(write)),
         caches_(static_cast<size_t>(threads)) {
     tokenizer_ = std::thread([this] { stage([this] { tokenize_loop(); }); });
     writer_ = std::thread([this] { stage([this] { write_loop(); }); });
@@ -315,144 +317,176 @@ bool parse_line(const std::string& line, const std::string& where, InputFormat f
   }
 }
 
-}  // namespace
+using Clock = std::chrono::steady_clock;
+using Progress = std::function<void(const PrepareProgress&)>;
 
-OutputKind dataset_output() {
-  return {"a prepared dataset", true, {"manifest.json", "train_*.bin", "val_*.bin"},
-          "manifest.json", [](const std::filesystem::path& dir) {
-            return read_prefix(dir / "manifest.json", 4096).find("\"deepthin-shards\"") !=
-                   std::string::npos;
-          }};
-}
-
-PrepareResult prepare_dataset(const PrepareOptions& opts,
-                              const std::function<void(const PrepareProgress&)>& progress) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
+// The numeric options, checked before anything is read.
+void check_options(const PrepareOptions& opts) {
   if (opts.val_fraction < 0 || opts.val_fraction >= 1)
     fail_input("--val-fraction must be in [0, 1), got " + std::to_string(opts.val_fraction));
   if (opts.threads < 1) fail_input("--threads must be >= 1");
   if (opts.shard_tokens < 1024) fail_input("--shard-tokens must be >= 1024");
-  auto files = expand_inputs(opts.inputs);
+}
 
+// The tokenizer (none for pre-tokenised input without one) and the vocabulary size that token ids
+// are checked against.
+struct Vocabulary {
   std::optional<Tokenizer> tok;
-  int64_t vocab = opts.vocab_size;
+  int64_t size = 0;
+};
+
+Vocabulary load_vocabulary(const PrepareOptions& opts) {
+  Vocabulary v;
+  v.size = opts.vocab_size;
   if (!opts.tokenizer.empty()) {
-    tok = Tokenizer::load(opts.tokenizer);
-    if (vocab > 0 && vocab != tok->vocab_size())
-      fail_input("--vocab-size " + std::to_string(vocab) + " disagrees with the tokenizer's " +
-                 std::to_string(tok->vocab_size()));
-    vocab = tok->vocab_size();
+    v.tok = Tokenizer::load(opts.tokenizer);
+    if (v.size > 0 && v.size != v.tok->vocab_size())
+      fail_input("--vocab-size " + std::to_string(v.size) + " disagrees with the tokenizer's " +
+                 std::to_string(v.tok->vocab_size()));
+    v.size = v.tok->vocab_size();
   } else if (opts.format != InputFormat::jsonl_tokens) {
     fail_input("--tokenizer is required to prepare text or jsonl input");
-  } else if (vocab <= 0) {
+  } else if (v.size <= 0) {
     fail_input("jsonl-tokens input needs --tokenizer or --vocab-size to check token ids");
   }
+  return v;
+}
+
+// --out may replace only an earlier prepared dataset, never an input or the tokenizer.
+void check_out(const PrepareOptions& opts, const std::vector<std::filesystem::path>& files) {
   OutputRules rules{"deepthin data prepare", "--out", opts.force, {}};
   for (const auto& f : files) rules.inputs.push_back(f);
   if (!opts.tokenizer.empty()) rules.inputs.push_back(opts.tokenizer);
   check_output(opts.out, dataset_output(), rules);
+}
 
-  const int bytes = vocab <= 65536 ? 2 : 4;
-  const bool frame = opts.format != InputFormat::jsonl_tokens;
-  const int32_t bos = tok ? tok->bos_id() : 1, eos = tok ? tok->eos_id() : 2;
-  if (frame && (bos < 0 || eos < 0))
-    fail_input(tok->path().string() +
+// How tokens are stored: their width, and whether text documents are framed by BOS and EOS.
+struct Framing {
+  int bytes = 2;
+  bool frame = false;
+  int32_t bos = 1, eos = 2;
+};
+
+Framing framing(const PrepareOptions& opts, const Vocabulary& v) {
+  Framing f;
+  f.bytes = v.size <= 65536 ? 2 : 4;
+  f.frame = opts.format != InputFormat::jsonl_tokens;
+  f.bos = v.tok ? v.tok->bos_id() : 1;
+  f.eos = v.tok ? v.tok->eos_id() : 2;
+  if (f.frame && (f.bos < 0 || f.eos < 0))
+    fail_input(v.tok->path().string() +
                ": the tokenizer defines no BOS or EOS id; documents cannot be framed");
+  return f;
+}
 
-  AtomicDir out(opts.out);
-  SplitWriter train(out.path(), "train", opts.shard_tokens, bytes);
-  SplitWriter val(out.path(), "val", opts.shard_tokens, bytes);
+// The dataset being written (a temporary directory until it is complete) and the counts the
+// progress reports.
+struct PrepareState {
+  PrepareState(const PrepareOptions& o, const Progress& p, Clock::time_point t, Framing f)
+      : opts(o),
+        progress(p),
+        start(t),
+        fr(f),
+        out(o.out),
+        train(out.path(), "train", o.shard_tokens, f.bytes),
+        val(out.path(), "val", o.shard_tokens, f.bytes) {}
+
+  const PrepareOptions& opts;
+  const Progress& progress;
+  const Clock::time_point start;
+  const Framing fr;
+  AtomicDir out;
+  SplitWriter train, val;
   PrepareResult result;
   PrepareProgress prog;
-  for (const auto& f : files)
-    prog.total_bytes += static_cast<int64_t>(std::filesystem::file_size(f));
   int64_t max_id = 0;
-  auto last_report = Clock::now();
-
+  Clock::time_point last_report;
   std::atomic<int64_t> bytes_read{0};  // the reader's position; the writer reports it
-  // The writing stage: each batch in order, documents to their split by a hash of their content.
-  auto write_batch = [&](std::vector<Document>& batch) {
-    for (auto& d : batch) {
-      uint64_t h = frame ? fnv1a(d.text.data(), d.text.size())
-                         : fnv1a(d.tokens.data(), d.tokens.size() * sizeof(int32_t));
-      bool is_val = static_cast<double>(h % 1000000) < opts.val_fraction * 1e6;
-      for (int32_t id : d.tokens) max_id = std::max<int64_t>(max_id, id);
-      (is_val ? val : train).add(d.tokens, frame, bos, eos);
-      prog.tokens += static_cast<int64_t>(d.tokens.size()) + (frame ? 2 : 0);
-      ++prog.documents;
-    }
-    prog.bytes_read = bytes_read.load();
-    prog.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    if (progress && Clock::now() - last_report > std::chrono::milliseconds(500)) {
-      progress(prog);
-      last_report = Clock::now();
-    }
-  };
-  Pipeline pipeline(tok && frame ? &*tok : nullptr, opts.threads, write_batch);
-  auto add_doc = [&](Document d, size_t raw_bytes) { pipeline.add(std::move(d), raw_bytes); };
+};
 
-  Json sources = Json::array();
-  for (const auto& f : files) {
-    const int64_t fsize = static_cast<int64_t>(std::filesystem::file_size(f));
-    const FileKind kind = kind_from_name(f);
-    const InputFormat fmt = format_of(opts.format, kind);
-    Json src = Json::object();
-    src["path"] = f.string();
-    src["bytes"] = fsize;
-    src["read_as"] = fmt == InputFormat::parquet ? std::string("parquet column ") + opts.text_field
-                                                  : std::string(kind_name(kind));
-    sources.push_back(std::move(src));
-    const int64_t before = bytes_read.load();
-    auto file_progress = [&](int64_t bytes) { bytes_read = before + bytes; };
-    if (fmt == InputFormat::text) {
-      std::string text = read_file(f, "input");
-      if (!text.empty()) add_doc(Document{std::move(text), {}}, static_cast<size_t>(fsize));
-    } else if (fmt == InputFormat::parquet) {
-      read_parquet_column(
-          f, opts.text_field,
-          [&](const ParquetRow& row) {
-            if (row.is_null) {
-              if (!opts.skip_bad_lines)
-                fail_input(f.string() + ": row " + std::to_string(row.row) + ": column '" +
-                           opts.text_field + "' is null (--on-bad-line skip skips such rows)");
-              ++result.skipped_lines;
-            } else if (!row.text.empty()) {
-              add_doc(Document{std::string(row.text), {}}, row.text.size());
-            }
-          },
-          file_progress);
-    } else {
-      LineReader lines(f, kind);
-      std::string line;
-      int64_t lineno = 0;
-      while (lines.next(line)) {
-        ++lineno;
-        file_progress(lines.file_bytes_read());
-        Document d;
-        if (!parse_line(line, f.string() + ":" + std::to_string(lineno), fmt, opts, vocab, d,
-                        result.skipped_lines))
-          continue;
-        add_doc(std::move(d), line.size());
-      }
-    }
-    bytes_read = before + fsize;
+// The writing stage: each batch in order, documents to their split by a hash of their content.
+void write_batch(PrepareState& st, std::vector<Document>& batch) {
+  const bool frame = st.fr.frame;
+  for (auto& d : batch) {
+    uint64_t h = frame ? fnv1a(d.text.data(), d.text.size())
+                       : fnv1a(d.tokens.data(), d.tokens.size() * sizeof(int32_t));
+    bool is_val = static_cast<double>(h % 1000000) < st.opts.val_fraction * 1e6;
+    for (int32_t id : d.tokens) st.max_id = std::max<int64_t>(st.max_id, id);
+    (is_val ? st.val : st.train).add(d.tokens, frame, st.fr.bos, st.fr.eos);
+    st.prog.tokens += static_cast<int64_t>(d.tokens.size()) + (frame ? 2 : 0);
+    ++st.prog.documents;
   }
-  pipeline.finish();
-  prog.bytes_read = bytes_read.load();
-  train.finish();
-  val.finish();
-  if (train.tokens() == 0) fail_input("the inputs hold no documents for the train split");
-  if (max_id >= vocab) fail_runtime("internal: token id beyond the vocabulary");
+  st.prog.bytes_read = st.bytes_read.load();
+  st.prog.seconds = std::chrono::duration<double>(Clock::now() - st.start).count();
+  if (st.progress && Clock::now() - st.last_report > std::chrono::milliseconds(500)) {
+    st.progress(st.prog);
+    st.last_report = Clock::now();
+  }
+}
 
+// Reads one input file into the pipeline: a whole text file is one document, a parquet file's
+// rows and a JSONL file's lines one each. Returns the file's entry of the manifest's sources.
+Json read_input(PrepareState& st, Pipeline& pipeline, const std::filesystem::path& f,
+                int64_t vocab) {
+  const PrepareOptions& opts = st.opts;
+  auto add_doc = [&](Document d, size_t raw_bytes) { pipeline.add(std::move(d), raw_bytes); };
+  const int64_t fsize = static_cast<int64_t>(std::filesystem::file_size(f));
+  const FileKind kind = kind_from_name(f);
+  const InputFormat fmt = format_of(opts.format, kind);
+  Json src = Json::object();
+  src["path"] = f.string();
+  src["bytes"] = fsize;
+  src["read_as"] = fmt == InputFormat::parquet ? std::string("parquet column ") + opts.text_field
+                                               : std::string(kind_name(kind));
+  const int64_t before = st.bytes_read.load();
+  auto file_progress = [&](int64_t bytes) { st.bytes_read = before + bytes; };
+  if (fmt == InputFormat::text) {
+    std::string text = read_file(f, "input");
+    if (!text.empty()) add_doc(Document{std::move(text), {}}, static_cast<size_t>(fsize));
+  } else if (fmt == InputFormat::parquet) {
+    read_parquet_column(
+        f, opts.text_field,
+        [&](const ParquetRow& row) {
+          if (row.is_null) {
+            if (!opts.skip_bad_lines)
+              fail_input(f.string() + ": row " + std::to_string(row.row) + ": column '" +
+                         opts.text_field + "' is null (--on-bad-line skip skips such rows)");
+            ++st.result.skipped_lines;
+          } else if (!row.text.empty()) {
+            add_doc(Document{std::string(row.text), {}}, row.text.size());
+          }
+        },
+        file_progress);
+  } else {
+    LineReader lines(f, kind);
+    std::string line;
+    int64_t lineno = 0;
+    while (lines.next(line)) {
+      ++lineno;
+      file_progress(lines.file_bytes_read());
+      Document d;
+      if (!parse_line(line, f.string() + ":" + std::to_string(lineno), fmt, opts, vocab, d,
+                      st.result.skipped_lines))
+        continue;
+      add_doc(std::move(d), line.size());
+    }
+  }
+  st.bytes_read = before + fsize;
+  return src;
+}
+
+// manifest.json: the shard format, the vocabulary and framing, the sources and the splits.
+void write_manifest(const PrepareState& st, const Vocabulary& v, Json sources) {
+  const PrepareOptions& opts = st.opts;
+  const auto& tok = v.tok;
   Json m = Json::object();
   m["format"] = "deepthin-shards";
   m["version"] = 1;
-  m["dtype"] = bytes == 2 ? "uint16" : "uint32";
-  m["vocab_size"] = vocab;
-  m["max_token_id"] = max_id;
-  m["bos_id"] = frame ? bos : -1;
-  m["eos_id"] = frame ? eos : -1;
+  m["dtype"] = st.fr.bytes == 2 ? "uint16" : "uint32";
+  m["vocab_size"] = v.size;
+  m["max_token_id"] = st.max_id;
+  m["bos_id"] = st.fr.frame ? st.fr.bos : -1;
+  m["eos_id"] = st.fr.frame ? st.fr.eos : -1;
   static const char* kFormats[] = {"text", "jsonl", "jsonl-tokens", "parquet", "auto"};
   m["input_format"] = kFormats[static_cast<int>(opts.format)];
   if (tok) {
@@ -464,23 +498,68 @@ PrepareResult prepare_dataset(const PrepareOptions& opts,
   m["val_fraction"] = opts.val_fraction;
   m["sources"] = Json(std::move(sources));
   Json splits = Json::object();
-  splits["train"] = train.manifest();
-  splits["val"] = val.manifest();
+  splits["train"] = st.train.manifest();
+  splits["val"] = st.val.manifest();
   m["splits"] = std::move(splits);
   if (!opts.command_line.empty()) m["command"] = opts.command_line;
-  write_file_atomic(out.path() / "manifest.json", json::dump(m, 2) + "\n");
-  out.commit();
+  write_file_atomic(st.out.path() / "manifest.json", json::dump(m, 2) + "\n");
+}
 
-  result.bytes_read = prog.bytes_read;
-  result.documents = prog.documents;
-  result.train_tokens = train.tokens();
-  result.val_tokens = val.tokens();
-  result.train_documents = train.documents();
-  result.val_documents = val.documents();
-  result.train_shards = train.shards();
-  result.val_shards = val.shards();
-  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+// What was read and written.
+PrepareResult prepare_result(const PrepareState& st) {
+  PrepareResult result = st.result;
+  result.bytes_read = st.prog.bytes_read;
+  result.documents = st.prog.documents;
+  result.train_tokens = st.train.tokens();
+  result.val_tokens = st.val.tokens();
+  result.train_documents = st.train.documents();
+  result.val_documents = st.val.documents();
+  result.train_shards = st.train.shards();
+  result.val_shards = st.val.shards();
+  result.seconds = std::chrono::duration<double>(Clock::now() - st.start).count();
   return result;
+}
+
+}  // namespace
+
+OutputKind dataset_output() {
+  return {"a prepared dataset",
+          true,
+          {"manifest.json", "train_*.bin", "val_*.bin"},
+          "manifest.json",
+          [](const std::filesystem::path& dir) {
+            return read_prefix(dir / "manifest.json", 4096).find("\"deepthin-shards\"") !=
+                   std::string::npos;
+          }};
+}
+
+PrepareResult prepare_dataset(const PrepareOptions& opts,
+                              const std::function<void(const PrepareProgress&)>& progress) {
+  const auto start = Clock::now();
+  check_options(opts);
+  auto files = expand_inputs(opts.inputs);
+  const Vocabulary vocab = load_vocabulary(opts);
+  check_out(opts, files);
+  const Framing fr = framing(opts, vocab);
+
+  PrepareState st(opts, progress, start, fr);
+  for (const auto& f : files)
+    st.prog.total_bytes += static_cast<int64_t>(std::filesystem::file_size(f));
+  st.last_report = Clock::now();
+  Pipeline pipeline(vocab.tok && fr.frame ? &*vocab.tok : nullptr, opts.threads,
+                    [&st](std::vector<Document>& batch) { write_batch(st, batch); });
+  Json sources = Json::array();
+  for (const auto& f : files) sources.push_back(read_input(st, pipeline, f, vocab.size));
+  pipeline.finish();
+  st.prog.bytes_read = st.bytes_read.load();
+  st.train.finish();
+  st.val.finish();
+  if (st.train.tokens() == 0) fail_input("the inputs hold no documents for the train split");
+  if (st.max_id >= vocab.size) fail_runtime("internal: token id beyond the vocabulary");
+
+  write_manifest(st, vocab, std::move(sources));
+  st.out.commit();
+  return prepare_result(st);
 }
 
 }  // namespace deepthin::data

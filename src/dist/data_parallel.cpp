@@ -151,10 +151,10 @@ void DataParallel::gather_parameters() {
                         "ZeRO-1 parameter all-gather");
 }
 
-exports::TensorList DataParallel::gather_moments(const at::Tensor& exp_avg,
+storage::TensorList DataParallel::gather_moments(const at::Tensor& exp_avg,
                                                  const at::Tensor& exp_avg_sq) {
   torch::NoGradGuard no_grad;
-  exports::TensorList out;
+  storage::TensorList out;
   std::vector<std::pair<std::string, at::Tensor>> full;
   for (auto [prefix, flat] :
        {std::pair{"exp_avg.", &exp_avg}, std::pair{"exp_avg_sq.", &exp_avg_sq}}) {

@@ -25,7 +25,7 @@
 
 #include "dist/comm.h"
 #include "dist/param_slice.h"
-#include "export/safetensors.h"
+#include "storage/safetensors.h"
 
 namespace deepthin::dist {
 
@@ -68,7 +68,7 @@ class DataParallel {
   // The full optimizer state (exp_avg.<name>, exp_avg_sq.<name>) on every rank, from the shards.
   // `exp_avg` and `exp_avg_sq` are this rank's flat moments, its slices in optimizer_slices()
   // order.
-  exports::TensorList gather_moments(const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq);
+  storage::TensorList gather_moments(const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq);
 
   bool zero1() const { return zero1_; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

@@ -41,7 +41,8 @@ Request encode(const data::Tokenizer& tok, std::string context, std::string cont
   const std::string bos_text = tok.piece(tok.bos_id());
   auto with_bos = [&](const std::string& s) {
     std::vector<int64_t> ids;
-    if (bos_text.empty() || s.compare(0, bos_text.size(), bos_text) != 0) ids.push_back(tok.bos_id());
+    if (bos_text.empty() || s.compare(0, bos_text.size(), bos_text) != 0)
+      ids.push_back(tok.bos_id());
     for (int32_t t : tok.encode(s)) ids.push_back(t);
     return ids;
   };
@@ -70,13 +71,14 @@ Request encode(const data::Tokenizer& tok, std::string context, std::string cont
   r.input.assign(whole.begin(), whole.end() - 1);
   r.first_scored = static_cast<int64_t>(r.input.size()) - static_cast<int64_t>(r.targets.size());
   if (r.first_scored < 0)  // lm-eval asserts here too: no score of part of a continuation
-    fail_input(task.file.string() + ":" + std::to_string(item.line) + ": the continuation alone is " +
-               std::to_string(r.targets.size()) + " tokens, more than the model's window of " +
-               std::to_string(max_len) + "; it cannot be scored whole");
+    fail_input(task.file.string() + ":" + std::to_string(item.line) +
+               ": the continuation alone is " + std::to_string(r.targets.size()) +
+               " tokens, more than the model's window of " + std::to_string(max_len) +
+               "; it cannot be scored whole");
   if (r.targets.empty())  // lm-eval asserts as well
     fail_input(task.file.string() + ":" + std::to_string(item.line) +
-               ": a continuation adds no token beyond its context (" +
-               std::to_string(ctx.size()) + " tokens); it cannot be scored");
+               ": a continuation adds no token beyond its context (" + std::to_string(ctx.size()) +
+               " tokens); it cannot be scored");
   return r;
 }
 
@@ -226,15 +228,12 @@ int argmax(const std::vector<double>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-}  // namespace
+// Every request of every task (per task, per item, per choice).
+using Requests = std::vector<std::vector<std::vector<Request>>>;
 
-std::vector<TaskScore> score_tasks(model::Decoder& m, const data::Tokenizer& tok,
-                                   const std::vector<Task>& tasks, const ZeroShotOptions& o) {
-  torch::NoGradGuard no_grad;
-  const int64_t max_len = m->config().max_seq_len;
-  Scorer scorer(m, o);
-  // Every request of every task first: tokenisation errors surface before any compute.
-  std::vector<std::vector<std::vector<Request>>> all(tasks.size());
+Requests encode_all(const data::Tokenizer& tok, const std::vector<Task>& tasks, int64_t max_len,
+                    const ZeroShotOptions& o) {
+  Requests all(tasks.size());
   for (size_t k = 0; k < tasks.size(); ++k) {
     const auto& task = tasks[k];
     all[k].resize(task.items.size());
@@ -248,82 +247,112 @@ std::vector<TaskScore> score_tasks(model::Decoder& m, const data::Tokenizer& tok
       }
     }
   }
+  return all;
+}
+
+// The tokens an item's choices share before the first scored position.
+int64_t shared_prefix(const std::vector<Request>& rs) {
+  int64_t prefix = static_cast<int64_t>(rs[0].input.size());
+  for (const auto& r : rs) {
+    int64_t p = 0;
+    while (p < prefix && p < static_cast<int64_t>(r.input.size()) && r.input[p] == rs[0].input[p])
+      ++p;
+    prefix = std::min(p, r.first_scored);  // scored positions stay after the prefix
+  }
+  return prefix;
+}
+
+// Runs one task's requests, a chunk of items between progress reports: per item, per choice.
+std::vector<std::vector<Result>> run_task(Scorer& scorer, const Task& task,
+                                          std::vector<std::vector<Request>>& reqs,
+                                          const ZeroShotOptions& o) {
+  std::vector<std::vector<Result>> results(task.items.size());
+  for (size_t i = 0; i < task.items.size(); ++i) results[i].resize(task.items[i].contexts.size());
+  // Items whose choices share a long prefix run one by one; the rest are batched together.
+  std::vector<Request*> pooled;
+  std::vector<Result*> pooled_out;
+  const size_t chunk = 256;  // items between progress reports
+  for (size_t begin = 0; begin < task.items.size(); begin += chunk) {
+    const size_t end = std::min(task.items.size(), begin + chunk);
+    for (size_t i = begin; i < end; ++i) {
+      auto& rs = reqs[i];
+      const int64_t prefix = shared_prefix(rs);
+      std::vector<Request*> ptrs;
+      std::vector<Result*> outs;
+      for (size_t c = 0; c < rs.size(); ++c) {
+        ptrs.push_back(&rs[c]);
+        outs.push_back(&results[i][c]);
+      }
+      if (o.shared_prefix_min > 0 && rs.size() > 1 && prefix > 0 &&
+          prefix * static_cast<int64_t>(rs.size() - 1) >= o.shared_prefix_min) {
+        scorer.run_shared_prefix(ptrs, prefix, outs);
+      } else {
+        pooled.insert(pooled.end(), ptrs.begin(), ptrs.end());
+        pooled_out.insert(pooled_out.end(), outs.begin(), outs.end());
+      }
+    }
+    scorer.run_batched(pooled, pooled_out);
+    pooled.clear();
+    pooled_out.clear();
+    if (o.progress)
+      o.progress(task.name, static_cast<int64_t>(end), static_cast<int64_t>(task.items.size()));
+  }
+  return results;
+}
+
+// One item's log-likelihoods and its predictions, raw and length-normalised.
+ItemScore score_item(const Task& task, const McItem& item, const std::vector<Result>& results) {
+  ItemScore s;
+  std::vector<double> norm;
+  for (size_t c = 0; c < item.choices.size(); ++c) {
+    const double ll = results[c].loglik;
+    if (!std::isfinite(ll))
+      fail_runtime(task.file.string() + ":" + std::to_string(item.line) + ": choice " +
+                   std::to_string(c) + " has a non-finite log-likelihood (" + std::to_string(ll) +
+                   "); the model's weights or its precision overflow; nothing is reported");
+    s.loglik.push_back(ll);
+    s.greedy.push_back(results[c].greedy);
+    // lm-eval divides by the choice's length in code points as numpy does: an empty choice
+    // gives -inf (NaN when its log-likelihood is 0), never a division by one.
+    norm.push_back(ll / static_cast<double>(utf8_length(item.choices[c])));
+  }
+  s.pred = argmax(s.loglik);
+  s.pred_norm = argmax(norm);
+  s.gold = item.gold;
+  return s;
+}
+
+// A task's accuracies and their standard errors, from its items' results.
+void score_task(const Task& task, const std::vector<std::vector<Result>>& results, TaskScore& ts) {
+  std::vector<double> acc, acc_norm;
+  for (size_t i = 0; i < task.items.size(); ++i) {
+    ItemScore s = score_item(task, task.items[i], results[i]);
+    acc.push_back(s.pred == s.gold ? 1.0 : 0.0);
+    acc_norm.push_back(s.pred_norm == s.gold ? 1.0 : 0.0);
+    ts.items.push_back(std::move(s));
+  }
+  ts.n = static_cast<int64_t>(acc.size());
+  ts.acc = std::accumulate(acc.begin(), acc.end(), 0.0) / static_cast<double>(ts.n);
+  ts.acc_norm = std::accumulate(acc_norm.begin(), acc_norm.end(), 0.0) / static_cast<double>(ts.n);
+  ts.acc_stderr = stderr_of(acc);
+  ts.acc_norm_stderr = stderr_of(acc_norm);
+}
+
+}  // namespace
+
+std::vector<TaskScore> score_tasks(model::Decoder& m, const data::Tokenizer& tok,
+                                   const std::vector<Task>& tasks, const ZeroShotOptions& o) {
+  torch::NoGradGuard no_grad;
+  Scorer scorer(m, o);
+  // Every request of every task first: tokenisation errors surface before any compute.
+  Requests all = encode_all(tok, tasks, m->config().max_seq_len, o);
   std::vector<TaskScore> scores;
   for (size_t k = 0; k < tasks.size(); ++k) {
-    const auto& task = tasks[k];
     const auto t0 = std::chrono::steady_clock::now();
     TaskScore ts;
-    ts.task = task.name;
-    auto& reqs = all[k];
-    std::vector<std::vector<Result>> results(task.items.size());
-    for (size_t i = 0; i < task.items.size(); ++i) results[i].resize(task.items[i].contexts.size());
-    // Items whose choices share a long prefix run one by one; the rest are batched together.
-    std::vector<Request*> pooled;
-    std::vector<Result*> pooled_out;
-    const size_t chunk = 256;  // items between progress reports
-    for (size_t begin = 0; begin < task.items.size(); begin += chunk) {
-      const size_t end = std::min(task.items.size(), begin + chunk);
-      for (size_t i = begin; i < end; ++i) {
-        auto& rs = reqs[i];
-        int64_t prefix = static_cast<int64_t>(rs[0].input.size());
-        for (const auto& r : rs) {
-          int64_t p = 0;
-          while (p < prefix && p < static_cast<int64_t>(r.input.size()) &&
-                 r.input[p] == rs[0].input[p])
-            ++p;
-          prefix = std::min(p, r.first_scored);  // scored positions stay after the prefix
-        }
-        std::vector<Request*> ptrs;
-        std::vector<Result*> outs;
-        for (size_t c = 0; c < rs.size(); ++c) {
-          ptrs.push_back(&rs[c]);
-          outs.push_back(&results[i][c]);
-        }
-        if (o.shared_prefix_min > 0 && rs.size() > 1 && prefix > 0 &&
-            prefix * static_cast<int64_t>(rs.size() - 1) >= o.shared_prefix_min) {
-          scorer.run_shared_prefix(ptrs, prefix, outs);
-        } else {
-          pooled.insert(pooled.end(), ptrs.begin(), ptrs.end());
-          pooled_out.insert(pooled_out.end(), outs.begin(), outs.end());
-        }
-      }
-      scorer.run_batched(pooled, pooled_out);
-      pooled.clear();
-      pooled_out.clear();
-      if (o.progress)
-        o.progress(task.name, static_cast<int64_t>(end), static_cast<int64_t>(task.items.size()));
-    }
-    std::vector<double> acc, acc_norm;
-    for (size_t i = 0; i < task.items.size(); ++i) {
-      const auto& item = task.items[i];
-      ItemScore s;
-      std::vector<double> norm;
-      for (size_t c = 0; c < item.choices.size(); ++c) {
-        const double ll = results[i][c].loglik;
-        if (!std::isfinite(ll))
-          fail_runtime(task.file.string() + ":" + std::to_string(item.line) + ": choice " +
-                       std::to_string(c) + " has a non-finite log-likelihood (" +
-                       std::to_string(ll) +
-                       "); the model's weights or its precision overflow; nothing is reported");
-        s.loglik.push_back(ll);
-        s.greedy.push_back(results[i][c].greedy);
-        // lm-eval divides by the choice's length in code points as numpy does: an empty choice
-        // gives -inf (NaN when its log-likelihood is 0), never a division by one.
-        norm.push_back(ll / static_cast<double>(utf8_length(item.choices[c])));
-      }
-      s.pred = argmax(s.loglik);
-      s.pred_norm = argmax(norm);
-      s.gold = item.gold;
-      acc.push_back(s.pred == s.gold ? 1.0 : 0.0);
-      acc_norm.push_back(s.pred_norm == s.gold ? 1.0 : 0.0);
-      ts.items.push_back(std::move(s));
-    }
-    ts.n = static_cast<int64_t>(acc.size());
-    ts.acc = std::accumulate(acc.begin(), acc.end(), 0.0) / static_cast<double>(ts.n);
-    ts.acc_norm =
-        std::accumulate(acc_norm.begin(), acc_norm.end(), 0.0) / static_cast<double>(ts.n);
-    ts.acc_stderr = stderr_of(acc);
-    ts.acc_norm_stderr = stderr_of(acc_norm);
+    ts.task = tasks[k].name;
+    const auto results = run_task(scorer, tasks[k], all[k], o);
+    score_task(tasks[k], results, ts);
     ts.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     scores.push_back(std::move(ts));
   }

@@ -315,18 +315,17 @@ std::vector<float> dequantize_q4_0(const uint8_t* data, int64_t n) {
 }
 
 OutputKind gguf_output() {
-  return {"a GGUF file", false, {}, "",
-          [](const std::filesystem::path& p) { return read_prefix(p, 4) == "GGUF"; }};
+  return {"a GGUF file", false, {}, "", [](const std::filesystem::path& p) {
+            return read_prefix(p, 4) == "GGUF";
+          }};
 }
 
-GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model,
-                      const std::filesystem::path& tokenizer, GgufType type,
-                      const std::string& name) {
-  const auto& m = model.config.model;
-  check_gguf_expressible(m, type);
-  const bool quantized = type == GgufType::q8_0 || type == GgufType::q4_0;
-  const auto schedule = m.layer_schedule();
+namespace {
 
+// The metadata: llama architecture and hyper-parameters, then the tokenizer.
+Metadata model_metadata(const config::ModelConfig& m, GgufType type, size_t block_count,
+                        const std::filesystem::path& tokenizer, const std::string& name) {
+  const bool quantized = type == GgufType::q8_0 || type == GgufType::q4_0;
   Metadata md;
   md.str("general.architecture", "llama");
   md.str("general.name", name);
@@ -336,7 +335,7 @@ GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model
   md.u32("llama.vocab_size", static_cast<uint32_t>(m.vocab_size));
   md.u32("llama.context_length", static_cast<uint32_t>(m.max_seq_len));
   md.u32("llama.embedding_length", static_cast<uint32_t>(m.dim));
-  md.u32("llama.block_count", static_cast<uint32_t>(schedule.size()));
+  md.u32("llama.block_count", static_cast<uint32_t>(block_count));
   md.u32("llama.feed_forward_length", static_cast<uint32_t>(m.ffn.hidden_dim));
   md.u32("llama.attention.head_count", static_cast<uint32_t>(m.n_heads));
   md.u32("llama.attention.head_count_kv", static_cast<uint32_t>(m.n_kv_heads));
@@ -346,14 +345,21 @@ GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model
   md.f32("llama.rope.freq_base", static_cast<float>(m.rope.theta));
   md.f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(m.norm.eps));
   add_tokenizer(md, tokenizer, m.vocab_size);
+  return md;
+}
 
-  // The tensors, in llama.cpp's names and order.
+// One tensor of the file: its info and its encoded bytes.
+struct Entry {
+  GgufTensorInfo info;
+  std::vector<uint8_t> data;
+};
+
+// The tensors, in llama.cpp's names and order, each block of the schedule written out.
+std::vector<Entry> gguf_tensors(const storage::LoadedModel& model, GgufType type,
+                                const std::vector<int64_t>& schedule) {
+  const auto& m = model.config.model;
   auto params = model.model->named_parameters(/*recurse=*/true);
   auto get = [&](const std::string& hf) { return params[hf].detach().cpu(); };
-  struct Entry {
-    GgufTensorInfo info;
-    std::vector<uint8_t> data;
-  };
   std::vector<Entry> entries;
   auto add = [&](const std::string& gname, const at::Tensor& t, GgufType ty) {
     Entry e;
@@ -384,25 +390,37 @@ GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model
   }
   add("output_norm.weight", get("model.norm.weight"), GgufType::f32);
   if (!m.tie_embeddings) add("output.weight", get("lm_head.weight"), outer);
+  return entries;
+}
 
-  // Tensor infos with their aligned offsets.
+// v rounded up to the file's alignment.
+uint64_t align_up(uint64_t v) {
+  return (v + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+// Tensor infos with their aligned offsets.
+Bytes tensor_infos(const std::vector<Entry>& entries) {
   Bytes infos;
   uint64_t offset = 0;
-  auto pad = [](uint64_t v) { return (v + kAlignment - 1) / kAlignment * kAlignment; };
   for (const auto& e : entries) {
     infos.str(e.info.name);
     infos.put<uint32_t>(static_cast<uint32_t>(e.info.dims.size()));
     for (int64_t d : e.info.dims) infos.put<uint64_t>(static_cast<uint64_t>(d));
     infos.put<uint32_t>(ggml_type_id(e.info.type));
     infos.put<uint64_t>(offset);
-    offset = pad(offset + e.data.size());
+    offset = align_up(offset + e.data.size());
   }
+  return infos;
+}
 
+// Writes the file atomically (temporary file, fsync, rename): header, metadata, tensor infos, then
+// the tensors, each aligned. Fills the report's tensors and file size.
+void write_file(const std::filesystem::path& out, const Metadata& md, const Bytes& infos,
+                const std::vector<Entry>& entries, GgufReport& report) {
   const auto tmp =
       out.parent_path() / (out.filename().string() + ".tmp." + std::to_string(getpid()));
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail_input("cannot write " + tmp.string() + ": " + std::strerror(errno));
-  GgufReport report;
   try {
     Bytes head;
     head.put<uint32_t>(0x46554747);  // "GGUF"
@@ -418,10 +436,10 @@ GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model
     emit(md.data().data(), md.data().size());
     emit(infos.data().data(), infos.data().size());
     const std::vector<uint8_t> zeros(kAlignment, 0);
-    emit(zeros.data(), pad(pos) - pos);
+    emit(zeros.data(), align_up(pos) - pos);
     for (const auto& e : entries) {
       emit(e.data.data(), e.data.size());
-      emit(zeros.data(), pad(pos) - pos);
+      emit(zeros.data(), align_up(pos) - pos);
       report.tensors.push_back(e.info);
     }
     if (std::fflush(f) != 0 || fsync(fileno(f)) != 0)
@@ -436,6 +454,21 @@ GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model
     std::filesystem::remove(tmp, ec);
     throw;
   }
+}
+
+}  // namespace
+
+GgufReport write_gguf(const std::filesystem::path& out, const storage::LoadedModel& model,
+                      const std::filesystem::path& tokenizer, GgufType type,
+                      const std::string& name) {
+  const auto& m = model.config.model;
+  check_gguf_expressible(m, type);
+  const auto schedule = m.layer_schedule();
+  const Metadata md = model_metadata(m, type, schedule.size(), tokenizer, name);
+  const std::vector<Entry> entries = gguf_tensors(model, type, schedule);
+  const Bytes infos = tensor_infos(entries);
+  GgufReport report;
+  write_file(out, md, infos, entries, report);
   report.block_count = static_cast<int64_t>(schedule.size());
   report.physical_layers = m.n_layers;
   return report;

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "config/model_config.h"
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "util/paths.h"
 
 namespace deepthin::exports {
@@ -56,7 +56,7 @@ struct GgufReport {
 // A GGUF file (it starts with the magic "GGUF"), for --force.
 OutputKind gguf_output();
 
-GgufReport write_gguf(const std::filesystem::path& out, const LoadedModel& model,
+GgufReport write_gguf(const std::filesystem::path& out, const storage::LoadedModel& model,
                       const std::filesystem::path& tokenizer, GgufType type,
                       const std::string& name);
 

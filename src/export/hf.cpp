@@ -10,13 +10,15 @@
 namespace deepthin::exports {
 
 OutputKind hf_dir_output() {
-  return {"a Hugging Face model directory", true,
+  return {"a Hugging Face model directory",
+          true,
           {"model.safetensors", "config.json", "deepthin.yaml", "tokenizer.model", "tokenizer.json",
            "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"},
-          "config.json", {}};
+          "config.json",
+          {}};
 }
 
-void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
+void write_hf_dir(const std::filesystem::path& out, const storage::LoadedModel& model,
                   const HfExportOptions& opts) {
   const auto& m = model.config.model;
   if (m.norm.type != config::NormType::rmsnorm || m.ffn.type != config::FfnType::swiglu)
@@ -33,10 +35,10 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
     fail_input("--quant for the hf format is fp32 or bf16");
 
   AtomicDir dir(out);
-  SaveOptions so;
+  storage::SaveOptions so;
   so.expand_shared = opts.expand_shared;
   so.dtype = opts.dtype;
-  save_model_files(dir.path(), model.model, model.config, so);
+  storage::save_model_files(dir.path(), model.model, model.config, so);
   if (opts.dtype == at::kBFloat16) {  // what transformers' dtype="auto" reads
     Json cfg = json::parse(read_file(dir.path() / "config.json", "config.json"));
     cfg["torch_dtype"] = "bfloat16";
@@ -52,8 +54,8 @@ void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
     const std::string model_bytes = read_file(tok.path(), "tokenizer");
     // tokenizer.json encodes exactly as the SentencePiece model (export/hf_tokenizer.h); the
     // .model travels with it for tools that read SentencePiece directly.
-    const Json tj = hf_tokenizer_json(parse_sp_model(model_bytes, tok.path().string()),
-                                      tok.path().string());
+    const Json tj =
+        hf_tokenizer_json(parse_sp_model(model_bytes, tok.path().string()), tok.path().string());
     write_file_atomic(dir.path() / "tokenizer.json", json::dump(tj, 1) + "\n");
     write_file_atomic(dir.path() / "tokenizer.model", model_bytes);
     Json special = Json::object();

@@ -1,5 +1,5 @@
 // `deepthin export --format hf`: a Hugging Face Llama directory that transformers loads without
-// custom code — the model files (export/model_dir.h), the SentencePiece tokenizer with its
+// custom code — the model files (storage/model_dir.h), the SentencePiece tokenizer with its
 // tokenizer_config.json and special_tokens_map.json, and a generation_config.json.
 #pragma once
 
@@ -7,7 +7,7 @@
 
 #include <filesystem>
 
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 
 namespace deepthin::exports {
 
@@ -24,7 +24,7 @@ OutputKind hf_dir_output();
 // Builds the directory under a temporary name and renames it to `out` when complete. Input error
 // for a layer-shared model without expand_shared, or a model transformers' Llama cannot run
 // (LayerNorm, a plain FFN).
-void write_hf_dir(const std::filesystem::path& out, const LoadedModel& model,
+void write_hf_dir(const std::filesystem::path& out, const storage::LoadedModel& model,
                   const HfExportOptions& opts);
 
 }  // namespace deepthin::exports

@@ -37,7 +37,8 @@ class Wire {
   float fixed32_float() {
     if (b_.size() - pos_ < 4) bad("truncated fixed32");
     uint32_t u = 0;
-    for (int i = 0; i < 4; ++i) u |= static_cast<uint32_t>(static_cast<uint8_t>(b_[pos_ + i])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      u |= static_cast<uint32_t>(static_cast<uint8_t>(b_[pos_ + i])) << (8 * i);
     pos_ += 4;
     float f;
     std::memcpy(&f, &u, 4);
@@ -45,16 +46,25 @@ class Wire {
   }
   void skip(int wire_type) {
     switch (wire_type) {
-      case 0: varint(); return;
-      case 1: advance(8); return;
-      case 2: bytes(); return;
-      case 5: advance(4); return;
-      default: bad("wire type " + std::to_string(wire_type));
+      case 0:
+        varint();
+        return;
+      case 1:
+        advance(8);
+        return;
+      case 2:
+        bytes();
+        return;
+      case 5:
+        advance(4);
+        return;
+      default:
+        bad("wire type " + std::to_string(wire_type));
     }
   }
   [[noreturn]] void bad(const std::string& what) const {
-    fail_input(where_ + ": not a SentencePiece model (" + what + " at byte " + std::to_string(pos_) +
-               ")");
+    fail_input(where_ + ": not a SentencePiece model (" + what + " at byte " +
+               std::to_string(pos_) + ")");
   }
 
  private:
@@ -80,13 +90,16 @@ void each_field(std::string_view msg, const std::string& where, F&& f) {
 SpModel::Entry parse_piece(std::string_view msg, const std::string& where) {
   SpModel::Entry e;
   each_field(msg, where, [&](int field, int type, Wire& w) {
-    if (field == 1 && type == 2) e.piece = std::string(w.bytes());
-    else if (field == 2 && type == 5) e.score = w.fixed32_float();
+    if (field == 1 && type == 2)
+      e.piece = std::string(w.bytes());
+    else if (field == 2 && type == 5)
+      e.score = w.fixed32_float();
     else if (field == 3 && type == 0) {
       const uint64_t t = w.varint();
       if (t < 1 || t > 6) w.bad("piece type " + std::to_string(t));
       e.type = static_cast<SpModel::Piece>(t);
-    } else w.skip(type);
+    } else
+      w.skip(type);
   });
   return e;
 }
@@ -111,6 +124,141 @@ Json replace_normalizer(const Json& pattern, const std::string& content) {
   return Json{{"type", "Replace"}, {"pattern", pattern}, {"content", content}};
 }
 
+// Refuses a model whose encoding tokenizer.json would not reproduce.
+[[noreturn]] void refuse(const std::string& where, const std::string& why) {
+  fail_input(where + ": " + why +
+             "; deepthin writes tokenizer.json only for models it encodes exactly like "
+             "SentencePiece (export without --tokenizer, or retrain with `deepthin tokenizer "
+             "train`)");
+}
+
+// The model's type and normalization must be ones tokenizers applies exactly like SentencePiece.
+void check_exact(const SpModel& m, const std::string& where) {
+  if (m.type != SpModel::Type::bpe && m.type != SpModel::Type::unigram)
+    refuse(where, "the model type is word or char");
+  if (m.precompiled_charsmap_bytes > 0)
+    refuse(where, "it normalizes text with a precompiled rule ('" + m.normalizer_name +
+                      "'), which tokenizers applies differently");
+  if (m.treat_whitespace_as_suffix) refuse(where, "it treats whitespace as a suffix");
+  if (!m.escape_whitespaces) refuse(where, "it keeps spaces unescaped");
+  // SentencePiece's remove_extra_whitespaces also acts on a literal "▁" in the text, in ways that
+  // depend on the position: not reproduced (deepthin's and LLaMA's tokenizers keep whitespace).
+  if (m.remove_extra_whitespaces)
+    refuse(where, "it removes extra whitespace (remove_extra_whitespaces)");
+}
+
+// The pieces' ids, the unknown and BOS pieces, and the special tokens (control and unknown).
+struct Pieces {
+  int64_t unk = -1, bos = -1;
+  std::unordered_map<std::string, int64_t> id_of;
+  Json added = Json::array();
+};
+
+Pieces scan_pieces(const SpModel& m, const std::string& where) {
+  const int64_t n = static_cast<int64_t>(m.pieces.size());
+  Pieces ps;
+  for (int64_t id = 0; id < n; ++id) {
+    const auto& e = m.pieces[id];
+    if (e.type == SpModel::Piece::user_defined)
+      refuse(where, "piece " + std::to_string(id) + " ('" + e.piece + "') is user-defined");
+    if (!ps.id_of.emplace(e.piece, id).second)
+      refuse(where, "piece '" + e.piece + "' appears twice");
+    if (e.type == SpModel::Piece::unknown && ps.unk < 0) ps.unk = id;
+    if (e.type == SpModel::Piece::control || e.type == SpModel::Piece::unknown)
+      ps.added.push_back(Json{{"id", id},
+                              {"content", e.piece},
+                              {"single_word", false},
+                              {"lstrip", false},
+                              {"rstrip", false},
+                              {"normalized", false},
+                              {"special", true}});
+    if (e.type == SpModel::Piece::control && e.piece == "<s>") ps.bos = id;
+  }
+  if (ps.unk < 0) refuse(where, "it has no unknown piece");
+  return ps;
+}
+
+// A BPE model: the vocabulary, and the merges in SentencePiece's order.
+Json bpe_model(const SpModel& m, const Pieces& ps) {
+  const int64_t n = static_cast<int64_t>(m.pieces.size());
+  Json vocab = Json::object();
+  for (int64_t id = 0; id < n; ++id) vocab[m.pieces[id].piece] = id;
+  struct Merge {
+    float score;
+    int64_t id;
+    size_t split;
+  };
+  std::vector<Merge> merges;
+  auto normal = [&](std::string_view p) {
+    auto it = ps.id_of.find(std::string(p));
+    return it != ps.id_of.end() && m.pieces[it->second].type == SpModel::Piece::normal;
+  };
+  for (int64_t id = 0; id < n; ++id) {
+    const auto& e = m.pieces[id];
+    if (e.type != SpModel::Piece::normal || utf8_chars(e.piece) < 2) continue;
+    const std::string_view p = e.piece;
+    for (size_t k : inner_boundaries(p))
+      if (normal(p.substr(0, k)) && normal(p.substr(k))) merges.push_back({e.score, id, k});
+  }
+  // SentencePiece merges the adjacent pair whose joined piece scores highest.
+  std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
+    if (a.score != b.score) return a.score > b.score;
+    if (a.id != b.id) return a.id < b.id;
+    return a.split < b.split;
+  });
+  Json ml = Json::array();
+  for (const auto& mg : merges) {
+    const std::string_view p = m.pieces[mg.id].piece;
+    ml.push_back(
+        Json::array({std::string(p.substr(0, mg.split)), std::string(p.substr(mg.split))}));
+  }
+  return Json{{"type", "BPE"},
+              {"dropout", nullptr},
+              {"unk_token", m.pieces[ps.unk].piece},
+              {"continuing_subword_prefix", nullptr},
+              {"end_of_word_suffix", nullptr},
+              {"fuse_unk", true},
+              {"byte_fallback", m.byte_fallback},
+              {"ignore_merges", false},
+              {"vocab", std::move(vocab)},
+              {"merges", std::move(ml)}};
+}
+
+// A Unigram model: every piece with its score.
+Json unigram_model(const SpModel& m, const Pieces& ps) {
+  // Pieces SentencePiece never matches in text sit far below every normal piece.
+  float lowest = 0;
+  for (const auto& e : m.pieces)
+    if (e.type == SpModel::Piece::normal) lowest = std::min(lowest, e.score);
+  Json vocab = Json::array();
+  for (const auto& e : m.pieces)
+    vocab.push_back(Json::array({e.piece, e.type == SpModel::Piece::normal
+                                              ? static_cast<double>(e.score)
+                                              : static_cast<double>(lowest) - 1000.0}));
+  return Json{{"type", "Unigram"},
+              {"unk_id", ps.unk},
+              {"vocab", std::move(vocab)},
+              {"byte_fallback", m.byte_fallback}};
+}
+
+// Post-processor: BOS before the text when the model has one.
+Json post_processor(const SpModel& m, int64_t bos) {
+  Json post = nullptr;
+  if (bos >= 0) {
+    const std::string b = m.pieces[bos].piece;
+    post = Json{{"type", "TemplateProcessing"},
+                {"single", Json::array({Json{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
+                                        Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                {"pair", Json::array({Json{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
+                                      Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                      Json{{"SpecialToken", {{"id", b}, {"type_id", 1}}}},
+                                      Json{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+                {"special_tokens",
+                 {{b, {{"id", b}, {"ids", Json::array({bos})}, {"tokens", Json::array({b})}}}}}};
+  }
+  return post;
+}
+
 }  // namespace
 
 SpModel parse_sp_model(const std::string& bytes, const std::string& where) {
@@ -124,18 +272,27 @@ SpModel parse_sp_model(const std::string& bytes, const std::string& where) {
           const uint64_t v = tw.varint();
           if (v < 1 || v > 4) tw.bad("model type " + std::to_string(v));
           m.type = static_cast<SpModel::Type>(v);
-        } else if (f == 24 && t == 0) m.treat_whitespace_as_suffix = tw.varint() != 0;
-        else if (f == 35 && t == 0) m.byte_fallback = tw.varint() != 0;
-        else tw.skip(t);
+        } else if (f == 24 && t == 0)
+          m.treat_whitespace_as_suffix = tw.varint() != 0;
+        else if (f == 35 && t == 0)
+          m.byte_fallback = tw.varint() != 0;
+        else
+          tw.skip(t);
       });
     } else if (field == 3 && type == 2) {  // NormalizerSpec
       each_field(w.bytes(), where, [&](int f, int t, Wire& nw) {
-        if (f == 1 && t == 2) m.normalizer_name = std::string(nw.bytes());
-        else if (f == 2 && t == 2) m.precompiled_charsmap_bytes = nw.bytes().size();
-        else if (f == 3 && t == 0) m.add_dummy_prefix = nw.varint() != 0;
-        else if (f == 4 && t == 0) m.remove_extra_whitespaces = nw.varint() != 0;
-        else if (f == 5 && t == 0) m.escape_whitespaces = nw.varint() != 0;
-        else nw.skip(t);
+        if (f == 1 && t == 2)
+          m.normalizer_name = std::string(nw.bytes());
+        else if (f == 2 && t == 2)
+          m.precompiled_charsmap_bytes = nw.bytes().size();
+        else if (f == 3 && t == 0)
+          m.add_dummy_prefix = nw.varint() != 0;
+        else if (f == 4 && t == 0)
+          m.remove_extra_whitespaces = nw.varint() != 0;
+        else if (f == 5 && t == 0)
+          m.escape_whitespaces = nw.varint() != 0;
+        else
+          nw.skip(t);
       });
     } else {
       w.skip(type);
@@ -146,41 +303,8 @@ SpModel parse_sp_model(const std::string& bytes, const std::string& where) {
 }
 
 Json hf_tokenizer_json(const SpModel& m, const std::string& where) {
-  auto refuse = [&](const std::string& why) {
-    fail_input(where + ": " + why +
-               "; deepthin writes tokenizer.json only for models it encodes exactly like "
-               "SentencePiece (export without --tokenizer, or retrain with `deepthin tokenizer "
-               "train`)");
-  };
-  if (m.type != SpModel::Type::bpe && m.type != SpModel::Type::unigram)
-    refuse("the model type is word or char");
-  if (m.precompiled_charsmap_bytes > 0)
-    refuse("it normalizes text with a precompiled rule ('" + m.normalizer_name +
-           "'), which tokenizers applies differently");
-  if (m.treat_whitespace_as_suffix) refuse("it treats whitespace as a suffix");
-  if (!m.escape_whitespaces) refuse("it keeps spaces unescaped");
-  // SentencePiece's remove_extra_whitespaces also acts on a literal "▁" in the text, in ways that
-  // depend on the position: not reproduced (deepthin's and LLaMA's tokenizers keep whitespace).
-  if (m.remove_extra_whitespaces) refuse("it removes extra whitespace (remove_extra_whitespaces)");
-
-  const int64_t n = static_cast<int64_t>(m.pieces.size());
-  int64_t unk = -1, bos = -1;
-  std::unordered_map<std::string, int64_t> id_of;
-  Json added = Json::array();
-  for (int64_t id = 0; id < n; ++id) {
-    const auto& e = m.pieces[id];
-    if (e.type == SpModel::Piece::user_defined)
-      refuse("piece " + std::to_string(id) + " ('" + e.piece + "') is user-defined");
-    if (!id_of.emplace(e.piece, id).second)
-      refuse("piece '" + e.piece + "' appears twice");
-    if (e.type == SpModel::Piece::unknown && unk < 0) unk = id;
-    if (e.type == SpModel::Piece::control || e.type == SpModel::Piece::unknown)
-      added.push_back(Json{{"id", id},          {"content", e.piece}, {"single_word", false},
-                           {"lstrip", false},   {"rstrip", false},    {"normalized", false},
-                           {"special", true}});
-    if (e.type == SpModel::Piece::control && e.piece == "<s>") bos = id;
-  }
-  if (unk < 0) refuse("it has no unknown piece");
+  check_exact(m, where);
+  Pieces ps = scan_pieces(m, where);
 
   // Normalizer.
   Json norms = Json::array();
@@ -188,77 +312,9 @@ Json hf_tokenizer_json(const SpModel& m, const std::string& where) {
   norms.push_back(replace_normalizer(Json{{"String", " "}}, kSpace));
 
   // Model.
-  Json model;
-  if (m.type == SpModel::Type::bpe) {
-    Json vocab = Json::object();
-    for (int64_t id = 0; id < n; ++id) vocab[m.pieces[id].piece] = id;
-    struct Merge {
-      float score;
-      int64_t id;
-      size_t split;
-    };
-    std::vector<Merge> merges;
-    auto normal = [&](std::string_view p) {
-      auto it = id_of.find(std::string(p));
-      return it != id_of.end() && m.pieces[it->second].type == SpModel::Piece::normal;
-    };
-    for (int64_t id = 0; id < n; ++id) {
-      const auto& e = m.pieces[id];
-      if (e.type != SpModel::Piece::normal || utf8_chars(e.piece) < 2) continue;
-      const std::string_view p = e.piece;
-      for (size_t k : inner_boundaries(p))
-        if (normal(p.substr(0, k)) && normal(p.substr(k))) merges.push_back({e.score, id, k});
-    }
-    // SentencePiece merges the adjacent pair whose joined piece scores highest.
-    std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
-      if (a.score != b.score) return a.score > b.score;
-      if (a.id != b.id) return a.id < b.id;
-      return a.split < b.split;
-    });
-    Json ml = Json::array();
-    for (const auto& mg : merges) {
-      const std::string_view p = m.pieces[mg.id].piece;
-      ml.push_back(Json::array({std::string(p.substr(0, mg.split)), std::string(p.substr(mg.split))}));
-    }
-    model = Json{{"type", "BPE"},
-                 {"dropout", nullptr},
-                 {"unk_token", m.pieces[unk].piece},
-                 {"continuing_subword_prefix", nullptr},
-                 {"end_of_word_suffix", nullptr},
-                 {"fuse_unk", true},
-                 {"byte_fallback", m.byte_fallback},
-                 {"ignore_merges", false},
-                 {"vocab", std::move(vocab)},
-                 {"merges", std::move(ml)}};
-  } else {
-    // Pieces SentencePiece never matches in text sit far below every normal piece.
-    float lowest = 0;
-    for (const auto& e : m.pieces)
-      if (e.type == SpModel::Piece::normal) lowest = std::min(lowest, e.score);
-    Json vocab = Json::array();
-    for (const auto& e : m.pieces)
-      vocab.push_back(Json::array(
-          {e.piece, e.type == SpModel::Piece::normal ? static_cast<double>(e.score)
-                                                     : static_cast<double>(lowest) - 1000.0}));
-    model = Json{{"type", "Unigram"},
-                 {"unk_id", unk},
-                 {"vocab", std::move(vocab)},
-                 {"byte_fallback", m.byte_fallback}};
-  }
+  Json model = m.type == SpModel::Type::bpe ? bpe_model(m, ps) : unigram_model(m, ps);
 
-  // Post-processor: BOS before the text when the model has one.
-  Json post = nullptr;
-  if (bos >= 0) {
-    const std::string b = m.pieces[bos].piece;
-    post = Json{{"type", "TemplateProcessing"},
-                {"single", Json::array({Json{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
-                                        Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-                {"pair", Json::array({Json{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
-                                      Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                      Json{{"SpecialToken", {{"id", b}, {"type_id", 1}}}},
-                                      Json{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-                {"special_tokens", {{b, {{"id", b}, {"ids", Json::array({bos})}, {"tokens", Json::array({b})}}}}}};
-  }
+  Json post = post_processor(m, ps.bos);
 
   Json decoders = Json::array({replace_normalizer(Json{{"String", kSpace}}, " ")});
   if (m.byte_fallback) decoders.push_back(Json{{"type", "ByteFallback"}});
@@ -269,7 +325,7 @@ Json hf_tokenizer_json(const SpModel& m, const std::string& where) {
   return Json{{"version", "1.0"},
               {"truncation", nullptr},
               {"padding", nullptr},
-              {"added_tokens", std::move(added)},
+              {"added_tokens", std::move(ps.added)},
               {"normalizer", Json{{"type", "Sequence"}, {"normalizers", std::move(norms)}}},
               {"pre_tokenizer", nullptr},
               {"post_processor", std::move(post)},

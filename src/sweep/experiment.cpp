@@ -11,8 +11,8 @@
 #include "config/tree.h"
 #include "model/param_count.h"
 #include "util/error.h"
-#include "util/paths.h"
 #include "util/fs.h"
+#include "util/paths.h"
 #include "util/strings.h"
 
 namespace deepthin::sweep {
@@ -206,9 +206,10 @@ int64_t run_tokens(const config::Config& c, int world) {
          world;
 }
 
-Experiment load_experiment(const fs::path& file, const std::vector<std::string>& extra_sets) {
-  Experiment e;
-  e.file = file;
+namespace {
+
+// The experiment file as a YAML mapping of the known keys.
+Node read_root(const fs::path& file) {
   std::error_code ec;
   if (!fs::exists(file, ec)) fail_input("experiment file " + file.string() + " not found");
   Node root = config::parse_yaml(read_file(file, "experiment file", 4u << 20), file.string());
@@ -218,10 +219,17 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
       root,
       {"name", "description", "base", "set", "seeds", "budget", "zip", "grid", "teacher", "eval"},
       "an experiment");
+  return root;
+}
+
+// name (default: the file's stem), description, and the base config, relative to the file.
+void read_header(const Node& root, const fs::path& file, Experiment& e) {
+  std::error_code ec;
   e.name = root.find("name") ? root.find("name")->scalar : file.stem().string();
   check_path_component(e.name, root.find("name") ? where(*root.find("name")) + ": name"
-                                                 : file.string() + ": the experiment name taken "
-                                                                   "from the file name (set name:)");
+                                                 : file.string() +
+                                                       ": the experiment name taken "
+                                                       "from the file name (set name:)");
   if (const Node* d = root.find("description")) e.description = d->scalar;
   const Node& base = need(root, "base", "an experiment");
   if (base.kind != Node::Kind::scalar || base.scalar.empty())
@@ -229,7 +237,10 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
   e.base = file.parent_path() / base.scalar;
   if (!fs::exists(e.base, ec))
     fail_input(where(base) + ": base config " + e.base.string() + " not found");
+}
 
+// The overrides every run gets: the experiment's set: block, then --set.
+std::vector<std::string> common_sets(const Node& root, const std::vector<std::string>& extra_sets) {
   std::vector<std::string> common;
   if (const Node* s = root.find("set")) {
     if (s->kind != Node::Kind::map) fail_input(where(*s) + ": 'set' must be a mapping of keys");
@@ -238,8 +249,11 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     for (const auto& [k, v] : flat) common.push_back(k + "=" + inline_yaml(*v));
   }
   common.insert(common.end(), extra_sets.begin(), extra_sets.end());
-  const config::Config base_cfg = config::load_config(e.base, common);
+  return common;
+}
 
+// seeds:, else the base config's seed.
+std::vector<int64_t> read_seeds(const Node& root, const config::Config& base_cfg) {
   std::vector<int64_t> seeds{base_cfg.train.seed};
   if (const Node* s = root.find("seeds")) {
     seeds.clear();
@@ -247,189 +261,197 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
     if (std::set<int64_t>(seeds.begin(), seeds.end()).size() != seeds.size())
       fail_input(where(*s) + ": 'seeds' repeats a seed");
   }
+  return seeds;
+}
 
+// budget: the shapes the solver finds, one point per depth.
+std::vector<Point> budget_points(const Node& bn, const config::Config& base_cfg, Experiment& e) {
+  if (bn.kind != Node::Kind::map) fail_input(where(bn) + ": 'budget' must be a mapping");
+  check_keys(bn,
+             {"params", "depths", "head_dim", "ffn_ratio", "kv_group", "ffn_multiple", "tolerance"},
+             "budget");
+  Budget b;
+  b.params = as_number(need(bn, "params", "budget"), "params");
+  for (const auto& d : as_list(need(bn, "depths", "budget"), "depths").items)
+    b.depths.push_back(as_int(d, "depths", 1));
+  if (const Node* n = bn.find("head_dim")) b.head_dim = as_int(*n, "head_dim", 2);
+  if (const Node* n = bn.find("ffn_ratio")) b.ffn_ratio = as_number(*n, "ffn_ratio");
+  if (const Node* n = bn.find("kv_group")) b.kv_group = as_int(*n, "kv_group", 1);
+  if (const Node* n = bn.find("ffn_multiple")) b.ffn_multiple = as_int(*n, "ffn_multiple", 1);
+  if (const Node* n = bn.find("tolerance")) b.tolerance = as_number(*n, "tolerance");
+  // Bounds that keep every shape the solver tries inside the model's own limits and its
+  // arithmetic exact (fuzzing found params: 16e25 overflowing the FFN width).
+  if (!(b.params > 0 && b.params <= 1e13) || !(b.ffn_ratio > 0 && b.ffn_ratio <= 1000) ||
+      b.head_dim % 2 != 0 || b.head_dim > 16384 || b.kv_group > 4096 ||
+      b.ffn_multiple > (int64_t{1} << 20) || !(b.tolerance >= 0 && b.tolerance <= 1))
+    fail_input(where(bn) +
+               ": budget needs 0 < params <= 1e13, 0 < ffn_ratio <= 1000, an even head_dim up "
+               "to 16384, kv_group up to 4096, ffn_multiple up to 2^20 and tolerance in [0, 1]");
+  for (int64_t d : b.depths)
+    if (d > 4096)
+      fail_input(where(bn) + ": budget depths must be at most 4096, got " + std::to_string(d));
+  e.has_budget = true;
+  e.axis_keys = {"model.n_layers", "model.dim"};
   std::vector<Point> points;
-  if (const Node* bn = root.find("budget")) {
-    if (bn->kind != Node::Kind::map) fail_input(where(*bn) + ": 'budget' must be a mapping");
-    check_keys(
-        *bn, {"params", "depths", "head_dim", "ffn_ratio", "kv_group", "ffn_multiple", "tolerance"},
-        "budget");
-    Budget b;
-    b.params = as_number(need(*bn, "params", "budget"), "params");
-    for (const auto& d : as_list(need(*bn, "depths", "budget"), "depths").items)
-      b.depths.push_back(as_int(d, "depths", 1));
-    if (const Node* n = bn->find("head_dim")) b.head_dim = as_int(*n, "head_dim", 2);
-    if (const Node* n = bn->find("ffn_ratio")) b.ffn_ratio = as_number(*n, "ffn_ratio");
-    if (const Node* n = bn->find("kv_group")) b.kv_group = as_int(*n, "kv_group", 1);
-    if (const Node* n = bn->find("ffn_multiple")) b.ffn_multiple = as_int(*n, "ffn_multiple", 1);
-    if (const Node* n = bn->find("tolerance")) b.tolerance = as_number(*n, "tolerance");
-    // Bounds that keep every shape the solver tries inside the model's own limits and its
-    // arithmetic exact (fuzzing found params: 16e25 overflowing the FFN width).
-    if (!(b.params > 0 && b.params <= 1e13) || !(b.ffn_ratio > 0 && b.ffn_ratio <= 1000) ||
-        b.head_dim % 2 != 0 || b.head_dim > 16384 || b.kv_group > 4096 ||
-        b.ffn_multiple > (int64_t{1} << 20) || !(b.tolerance >= 0 && b.tolerance <= 1))
-      fail_input(where(*bn) +
-                 ": budget needs 0 < params <= 1e13, 0 < ffn_ratio <= 1000, an even head_dim up "
-                 "to 16384, kv_group up to 4096, ffn_multiple up to 2^20 and tolerance in [0, 1]");
-    for (int64_t d : b.depths)
-      if (d > 4096)
-        fail_input(where(*bn) + ": budget depths must be at most 4096, got " + std::to_string(d));
-    e.has_budget = true;
-    e.axis_keys = {"model.n_layers", "model.dim"};
-    for (const auto& s : solve_budget(base_cfg.model, b)) {
+  for (const auto& s : solve_budget(base_cfg.model, b)) {
+    Point p;
+    p.name = "L" + std::to_string(s.n_layers) + "-d" + std::to_string(s.dim);
+    p.overrides = {{"model.n_layers", std::to_string(s.n_layers)},
+                   {"model.dim", std::to_string(s.dim)},
+                   {"model.n_heads", std::to_string(s.n_heads)},
+                   {"model.n_kv_heads", std::to_string(s.n_kv_heads)},
+                   {"model.head_dim", std::to_string(b.head_dim)},
+                   {"model.ffn.hidden_dim", std::to_string(s.ffn_hidden)}};
+    p.axes = {{"model.n_layers", std::to_string(s.n_layers)}, {"model.dim", std::to_string(s.dim)}};
+    points.push_back(p);
+  }
+  return points;
+}
+
+// zip: keys whose lists of equal length give one point per position, optionally named.
+std::vector<Point> zip_points(const Node& z, Experiment& e) {
+  if (z.kind != Node::Kind::map || z.entries.empty())
+    fail_input(where(z) + ": 'zip' must map keys to lists of equal length");
+  std::vector<std::string> names;
+  std::vector<std::pair<std::string, const Node*>> cols;
+  for (const auto& [k, v] : z.entries) {
+    as_list(v, k);
+    if (k == "names") {
+      for (const auto& i : v.items) {
+        check_path_component(i.scalar, where(i) + ": zip names");
+        names.push_back(i.scalar);
+      }
+      continue;
+    }
+    cols.emplace_back(k, &v);
+    e.axis_keys.push_back(k);
+  }
+  if (cols.empty()) fail_input(where(z) + ": 'zip' has no keys besides names");
+  const size_t n = cols.front().second->items.size();
+  for (const auto& [k, v] : cols)
+    if (v->items.size() != n)
+      fail_input(where(*v) + ": zip lists must have equal lengths: '" + k + "' has " +
+                 std::to_string(v->items.size()) + ", '" + cols.front().first + "' has " +
+                 std::to_string(n));
+  if (!names.empty() && names.size() != n)
+    fail_input(where(*z.find("names")) + ": zip 'names' has " + std::to_string(names.size()) +
+               " entries for " + std::to_string(n) + " points");
+  std::vector<Point> zp;
+  for (size_t i = 0; i < n; ++i) {
+    Point p;
+    std::vector<std::string> parts;
+    for (const auto& [k, v] : cols) {
+      const std::string val = inline_yaml(v->items[i]);
+      p.overrides.emplace_back(k, val);
+      p.axes[k] = v->items[i].scalar.empty() ? val : v->items[i].scalar;
+      parts.push_back(name_part(k, p.axes[k]));
+    }
+    p.name = names.empty() ? join(parts, "_") : names[i];
+    zp.push_back(p);
+  }
+  return zp;
+}
+
+// grid: each key crosses the points with its values, within the limit on runs.
+void cross_grid(const Node& g, const std::vector<int64_t>& seeds, Experiment& e,
+                std::vector<Point>& points) {
+  if (g.kind != Node::Kind::map || g.entries.empty())
+    fail_input(where(g) + ": 'grid' must map keys to lists of values");
+  for (const auto& [k, v] : g.entries) {
+    as_list(v, k);
+    e.axis_keys.push_back(k);
+    std::vector<Point> axis;
+    for (const auto& item : v.items) {
       Point p;
-      p.name = "L" + std::to_string(s.n_layers) + "-d" + std::to_string(s.dim);
-      p.overrides = {{"model.n_layers", std::to_string(s.n_layers)},
-                     {"model.dim", std::to_string(s.dim)},
-                     {"model.n_heads", std::to_string(s.n_heads)},
-                     {"model.n_kv_heads", std::to_string(s.n_kv_heads)},
-                     {"model.head_dim", std::to_string(b.head_dim)},
-                     {"model.ffn.hidden_dim", std::to_string(s.ffn_hidden)}};
-      p.axes = {{"model.n_layers", std::to_string(s.n_layers)},
-                {"model.dim", std::to_string(s.dim)}};
-      points.push_back(p);
+      const std::string val = inline_yaml(item);
+      p.overrides.emplace_back(k, val);
+      p.axes[k] = item.scalar.empty() ? val : item.scalar;
+      p.name = name_part(k, p.axes[k]);
+      axis.push_back(p);
     }
+    // The runs this grid would expand to, counted before they are built.
+    size_t runs = 0;
+    const bool overflow =
+        __builtin_mul_overflow(std::max<size_t>(1, points.size()), axis.size(), &runs) ||
+        __builtin_mul_overflow(runs, seeds.size(), &runs);
+    if (overflow || runs > kMaxRuns)
+      fail_input(where(v) + ": grid key '" + k + "' brings the experiment to " +
+                 (overflow ? std::string("more than 2^64") : std::to_string(runs)) +
+                 " runs; at most " + std::to_string(kMaxRuns) + " are allowed in one experiment");
+    points = cross(points, axis);
   }
-  if (const Node* z = root.find("zip")) {
-    if (z->kind != Node::Kind::map || z->entries.empty())
-      fail_input(where(*z) + ": 'zip' must map keys to lists of equal length");
-    std::vector<std::string> names;
-    std::vector<std::pair<std::string, const Node*>> cols;
-    for (const auto& [k, v] : z->entries) {
-      as_list(v, k);
-      if (k == "names") {
-        for (const auto& i : v.items) {
-          check_path_component(i.scalar, where(i) + ": zip names");
-          names.push_back(i.scalar);
-        }
-        continue;
-      }
-      cols.emplace_back(k, &v);
-      e.axis_keys.push_back(k);
-    }
-    if (cols.empty()) fail_input(where(*z) + ": 'zip' has no keys besides names");
-    const size_t n = cols.front().second->items.size();
-    for (const auto& [k, v] : cols)
-      if (v->items.size() != n)
-        fail_input(where(*v) + ": zip lists must have equal lengths: '" + k + "' has " +
-                   std::to_string(v->items.size()) + ", '" + cols.front().first + "' has " +
-                   std::to_string(n));
-    if (!names.empty() && names.size() != n)
-      fail_input(where(*z->find("names")) + ": zip 'names' has " + std::to_string(names.size()) +
-                 " entries for " + std::to_string(n) + " points");
-    std::vector<Point> zp;
-    for (size_t i = 0; i < n; ++i) {
-      Point p;
-      std::vector<std::string> parts;
-      for (const auto& [k, v] : cols) {
-        const std::string val = inline_yaml(v->items[i]);
-        p.overrides.emplace_back(k, val);
-        p.axes[k] = v->items[i].scalar.empty() ? val : v->items[i].scalar;
-        parts.push_back(name_part(k, p.axes[k]));
-      }
-      p.name = names.empty() ? join(parts, "_") : names[i];
-      zp.push_back(p);
-    }
-    points = cross(points, zp);
-  }
-  if (const Node* g = root.find("grid")) {
-    if (g->kind != Node::Kind::map || g->entries.empty())
-      fail_input(where(*g) + ": 'grid' must map keys to lists of values");
-    for (const auto& [k, v] : g->entries) {
-      as_list(v, k);
-      e.axis_keys.push_back(k);
-      std::vector<Point> axis;
-      for (const auto& item : v.items) {
-        Point p;
-        const std::string val = inline_yaml(item);
-        p.overrides.emplace_back(k, val);
-        p.axes[k] = item.scalar.empty() ? val : item.scalar;
-        p.name = name_part(k, p.axes[k]);
-        axis.push_back(p);
-      }
-      // The runs this grid would expand to, counted before they are built.
-      size_t runs = 0;
-      const bool overflow =
-          __builtin_mul_overflow(std::max<size_t>(1, points.size()), axis.size(), &runs) ||
-          __builtin_mul_overflow(runs, seeds.size(), &runs);
-      if (overflow || runs > kMaxRuns)
-        fail_input(where(v) + ": grid key '" + k + "' brings the experiment to " +
-                   (overflow ? std::string("more than 2^64") : std::to_string(runs)) +
-                   " runs; at most " + std::to_string(kMaxRuns) +
-                   " are allowed in one experiment");
-      points = cross(points, axis);
-    }
-  }
-  if (points.empty()) points.push_back(Point{"base", {}, {}});
+}
 
-  // Zero-shot evaluation after training.
-  if (const Node* ev = root.find("eval")) {
-    if (ev->kind != Node::Kind::map) fail_input(where(*ev) + ": 'eval' must be a mapping");
-    check_keys(*ev, {"tasks", "data"}, "eval");
-    const Node& tasks = need(*ev, "tasks", "eval");
-    const Node& data = need(*ev, "data", "eval");
-    std::vector<std::string> names;
-    if (tasks.kind == Node::Kind::scalar && tasks.scalar == "all") {
-      names = config::eval_task_names();
-    } else if (tasks.kind == Node::Kind::sequence) {
-      for (const auto& t : tasks.items) {
-        const auto& known = config::eval_task_names();
-        if (t.kind != Node::Kind::scalar ||
-            std::find(known.begin(), known.end(), t.scalar) == known.end())
-          fail_input(where(t) + ": unknown task '" + t.scalar + "' (known: " + join(known, ", ") +
-                     ")");
-        names.push_back(t.scalar);
-      }
-    } else {
-      fail_input(where(tasks) + ": 'tasks' must be a list of task names, or all");
+// Zero-shot evaluation after training: eval: {tasks, data}.
+void read_eval(const Node& ev, Experiment& e) {
+  if (ev.kind != Node::Kind::map) fail_input(where(ev) + ": 'eval' must be a mapping");
+  check_keys(ev, {"tasks", "data"}, "eval");
+  const Node& tasks = need(ev, "tasks", "eval");
+  const Node& data = need(ev, "data", "eval");
+  std::vector<std::string> names;
+  if (tasks.kind == Node::Kind::scalar && tasks.scalar == "all") {
+    names = config::eval_task_names();
+  } else if (tasks.kind == Node::Kind::sequence) {
+    for (const auto& t : tasks.items) {
+      const auto& known = config::eval_task_names();
+      if (t.kind != Node::Kind::scalar ||
+          std::find(known.begin(), known.end(), t.scalar) == known.end())
+        fail_input(where(t) + ": unknown task '" + t.scalar + "' (known: " + join(known, ", ") +
+                   ")");
+      names.push_back(t.scalar);
     }
-    if (names.empty()) fail_input(where(tasks) + ": 'tasks' is empty");
-    if (data.kind != Node::Kind::scalar || data.scalar.empty())
-      fail_input(where(data) + ": 'data' must be the directory of the task files");
-    e.eval_tasks = names;
-    e.eval_data =
-        fs::path(data.scalar).is_absolute() ? fs::path(data.scalar) : fs::absolute(data.scalar);
+  } else {
+    fail_input(where(tasks) + ": 'tasks' must be a list of task names, or all");
   }
+  if (names.empty()) fail_input(where(tasks) + ": 'tasks' is empty");
+  if (data.kind != Node::Kind::scalar || data.scalar.empty())
+    fail_input(where(data) + ": 'data' must be the directory of the task files");
+  e.eval_tasks = names;
+  e.eval_data =
+      fs::path(data.scalar).is_absolute() ? fs::path(data.scalar) : fs::absolute(data.scalar);
+}
 
-  // The teacher: trained first (a run of its own) or named.
-  if (const Node* t = root.find("teacher")) {
-    if (t->kind != Node::Kind::map) fail_input(where(*t) + ": 'teacher' must be a mapping");
-    check_keys(*t, {"name", "set", "path"}, "teacher");
-    if (const Node* path = t->find("path")) {
-      if (t->find("set"))
-        fail_input(where(*t) + ": a teacher has either 'path' or 'set', not both");
-      e.teacher_path = path->scalar;
-      common.push_back("kd.teacher=" + path->scalar);
-    } else {
-      RunSpec r;
-      r.name = r.point = t->find("name") ? t->find("name")->scalar : "teacher";
-      check_path_component(r.name, where(t->find("name") ? *t->find("name") : *t) +
-                                       ": teacher name");
-      r.seed = seeds.front();
-      r.is_teacher = true;
-      std::vector<std::string> sets = common;
-      if (const Node* ts = t->find("set")) {
-        if (ts->kind != Node::Kind::map)
-          fail_input(where(*ts) + ": teacher 'set' must be a mapping");
-        std::vector<std::pair<std::string, const Node*>> flat;
-        flatten(*ts, "", flat);
-        for (const auto& [k, v] : flat) {
-          r.overrides.emplace_back(k, inline_yaml(*v));
-          sets.push_back(k + "=" + inline_yaml(*v));
-        }
-      }
-      sets.push_back("train.seed=" + std::to_string(r.seed));
-      sets.push_back("kd.teacher=''");
-      try {
-        r.config = config::load_config(e.base, sets);
-      } catch (const Error& err) {
-        throw Error(err.kind(), file.string() + ": the teacher: " + err.what());
-      }
-      e.teacher_run = r.name;
-      e.runs.push_back(std::move(r));
+// The teacher: trained first (a run of its own) or named by path (which every run then gets).
+void read_teacher(const Node& t, const fs::path& file, const std::vector<int64_t>& seeds,
+                  Experiment& e, std::vector<std::string>& common) {
+  if (t.kind != Node::Kind::map) fail_input(where(t) + ": 'teacher' must be a mapping");
+  check_keys(t, {"name", "set", "path"}, "teacher");
+  if (const Node* path = t.find("path")) {
+    if (t.find("set")) fail_input(where(t) + ": a teacher has either 'path' or 'set', not both");
+    e.teacher_path = path->scalar;
+    common.push_back("kd.teacher=" + path->scalar);
+    return;
+  }
+  RunSpec r;
+  r.name = r.point = t.find("name") ? t.find("name")->scalar : "teacher";
+  check_path_component(r.name, where(t.find("name") ? *t.find("name") : t) + ": teacher name");
+  r.seed = seeds.front();
+  r.is_teacher = true;
+  std::vector<std::string> sets = common;
+  if (const Node* ts = t.find("set")) {
+    if (ts->kind != Node::Kind::map) fail_input(where(*ts) + ": teacher 'set' must be a mapping");
+    std::vector<std::pair<std::string, const Node*>> flat;
+    flatten(*ts, "", flat);
+    for (const auto& [k, v] : flat) {
+      r.overrides.emplace_back(k, inline_yaml(*v));
+      sets.push_back(k + "=" + inline_yaml(*v));
     }
   }
+  sets.push_back("train.seed=" + std::to_string(r.seed));
+  sets.push_back("kd.teacher=''");
+  try {
+    r.config = config::load_config(e.base, sets);
+  } catch (const Error& err) {
+    throw Error(err.kind(), file.string() + ": the teacher: " + err.what());
+  }
+  e.teacher_run = r.name;
+  e.runs.push_back(std::move(r));
+}
 
+// One run per point and seed, each with its config loaded (and so checked).
+void expand_runs(const fs::path& file, const std::vector<Point>& points,
+                 const std::vector<int64_t>& seeds, const std::vector<std::string>& common,
+                 Experiment& e) {
   std::set<std::string> seen;
   for (const auto& p : points) {
     if (!seen.insert(p.name).second)
@@ -455,6 +477,29 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
       e.runs.push_back(std::move(r));
     }
   }
+}
+
+}  // namespace
+
+Experiment load_experiment(const fs::path& file, const std::vector<std::string>& extra_sets) {
+  Experiment e;
+  e.file = file;
+  const Node root = read_root(file);
+  read_header(root, file, e);
+  std::vector<std::string> common = common_sets(root, extra_sets);
+  const config::Config base_cfg = config::load_config(e.base, common);
+  const std::vector<int64_t> seeds = read_seeds(root, base_cfg);
+
+  // The points: the budget's shapes, crossed with zip's, crossed with each grid key's values.
+  std::vector<Point> points;
+  if (const Node* bn = root.find("budget")) points = budget_points(*bn, base_cfg, e);
+  if (const Node* z = root.find("zip")) points = cross(points, zip_points(*z, e));
+  if (const Node* g = root.find("grid")) cross_grid(*g, seeds, e, points);
+  if (points.empty()) points.push_back(Point{"base", {}, {}});
+
+  if (const Node* ev = root.find("eval")) read_eval(*ev, e);
+  if (const Node* t = root.find("teacher")) read_teacher(*t, file, seeds, e, common);
+  expand_runs(file, points, seeds, common, e);
   return e;
 }
 

@@ -190,24 +190,29 @@ void read_metrics(const fs::path& dir, Row& r) {
   }
 }
 
-}  // namespace
-
-ReportResult write_report(const ReportOptions& o) {
-  std::error_code ec;
-  if (!fs::is_directory(o.dir, ec))
-    fail_input("report: " + o.dir.string() + " is not a directory (expected runs/<experiment>)");
-  ReportResult res;
-  Json man;
+// What the report is drawn from: the sweep's manifest (when there is one) and its runs.
+struct Sweep {
+  Json man;  // sweep.json, or null for a directory of runs without one
   std::vector<Row> rows;
   std::vector<std::string> axis_keys;
-  std::string name = o.dir.filename().string(), description;
-  if (fs::exists(o.dir / "sweep.json", ec)) {
-    man = json::parse(read_file(o.dir / "sweep.json"));
-    name = json::as_string(json::at(man, "experiment", "sweep.json"));
+  std::string name, description;
+  std::vector<std::string> zs_tasks;  // the tasks any run was evaluated on, in the known order
+  std::vector<std::string> points;    // in the order of their first run
+};
+
+// The runs: sweep.json's list, else every subdirectory with a metrics.jsonl.
+Sweep list_runs(const fs::path& d) {
+  std::error_code ec;
+  Sweep sw;
+  sw.name = d.filename().string();
+  if (fs::exists(d / "sweep.json", ec)) {
+    sw.man = json::parse(read_file(d / "sweep.json"));
+    const Json& man = sw.man;
+    sw.name = json::as_string(json::at(man, "experiment", "sweep.json"));
     if (json::find(man, "description"))
-      description = json::as_string(json::at(man, "description", "sweep.json"));
+      sw.description = json::as_string(json::at(man, "description", "sweep.json"));
     for (const auto& k : json::as_array(json::at(man, "axis_keys", "sweep.json")))
-      axis_keys.push_back(json::as_string(k));
+      sw.axis_keys.push_back(json::as_string(k));
     for (const auto& x : json::as_array(json::at(man, "runs", "sweep.json"))) {
       Row r;
       r.run = json::as_string(json::at(x, "name", "sweep.json"));
@@ -215,266 +220,316 @@ ReportResult write_report(const ReportOptions& o) {
       r.seed = json::as_int(json::at(x, "seed", "sweep.json"));
       for (const auto& [k, v] : json::as_object(json::at(x, "axes", "sweep.json")).items())
         r.axes[k] = json::as_string(v);
-      rows.push_back(r);
+      sw.rows.push_back(r);
     }
   } else {
     std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(o.dir))
+    for (const auto& entry : fs::directory_iterator(d))
       if (fs::exists(entry.path() / "metrics.jsonl", ec)) names.push_back(entry.path().filename());
     std::sort(names.begin(), names.end());
     for (const auto& n : names) {
       Row r;
       r.run = r.point = n;
-      rows.push_back(r);
+      sw.rows.push_back(r);
     }
   }
-  if (rows.empty()) fail_input("report: no runs in " + o.dir.string());
+  if (sw.rows.empty()) fail_input("report: no runs in " + d.string());
+  return sw;
+}
 
-  for (auto& r : rows) {
-    const fs::path dir = o.dir / r.run;
-    if (fs::exists(dir / "config.yaml", ec)) {
-      r.cfg = config::load_config(dir / "config.yaml");
-      r.have_config = true;
-      const auto counts = model::count_params(r.cfg.model);
-      r.params = counts.total;
-      r.effective_layers = counts.effective_layers;
-      if (!man.is_object()) r.seed = r.cfg.train.seed;
-      r.status = "running";
+// One run's files: its config, metrics, zero-shot results and sweep status, where present.
+void read_run(const fs::path& dir, bool have_manifest, Row& r) {
+  std::error_code ec;
+  if (fs::exists(dir / "config.yaml", ec)) {
+    r.cfg = config::load_config(dir / "config.yaml");
+    r.have_config = true;
+    const auto counts = model::count_params(r.cfg.model);
+    r.params = counts.total;
+    r.effective_layers = counts.effective_layers;
+    if (!have_manifest) r.seed = r.cfg.train.seed;
+    r.status = "running";
+  }
+  if (fs::exists(dir / "metrics.jsonl", ec)) read_metrics(dir, r);
+  if (fs::exists(dir / "eval.json", ec)) {
+    try {
+      const Json j = json::parse(read_file(dir / "eval.json"), (dir / "eval.json").string());
+      if (const Json* t = json::find(j, "tasks")) r.zero_shot = *t;
+    } catch (const Error&) {
+      log::warn("report: {} is unreadable; its zero-shot results are left out",
+                (dir / "eval.json").string());
     }
-    if (fs::exists(dir / "metrics.jsonl", ec)) read_metrics(dir, r);
-    if (fs::exists(dir / "eval.json", ec)) {
-      try {
-        const Json j = json::parse(read_file(dir / "eval.json"), (dir / "eval.json").string());
-        if (const Json* t = json::find(j, "tasks")) r.zero_shot = *t;
-      } catch (const Error&) {
-        log::warn("report: {} is unreadable; its zero-shot results are left out",
-                  (dir / "eval.json").string());
+  }
+  if (fs::exists(dir / "sweep_status.json", ec)) {
+    Json st = json::parse(read_file(dir / "sweep_status.json"));
+    if (json::find(st, "status")) r.status = json::as_string(json::at(st, "status", "status"));
+    if (json::find(st, "wall_s")) r.wall = json::as_double(json::at(st, "wall_s", "status"));
+  }
+}
+
+// A run's zero-shot metric for a task (or "average"), NaN when it has none.
+double zs(const Row& r, const std::string& task, const char* metric) {
+  const Json* t = r.zero_shot.is_object() ? json::find(r.zero_shot, task) : nullptr;
+  const Json* v = t ? json::find(*t, metric) : nullptr;
+  return v && v->is_number() ? json::as_double(*v) : NAN;
+}
+
+// The zero-shot tasks any run was evaluated on, and the points in the order of their first run.
+void index_runs(Sweep& sw) {
+  for (const auto& t : config::eval_task_names())
+    for (const auto& r : sw.rows)
+      if (r.zero_shot.is_object() && json::find(r.zero_shot, t)) {
+        sw.zs_tasks.push_back(t);
+        break;
       }
-    }
-    if (fs::exists(dir / "sweep_status.json", ec)) {
-      Json st = json::parse(read_file(dir / "sweep_status.json"));
-      if (json::find(st, "status")) r.status = json::as_string(json::at(st, "status", "status"));
-      if (json::find(st, "wall_s")) r.wall = json::as_double(json::at(st, "wall_s", "status"));
-    }
-    ++res.runs;
-  }
+  for (const auto& r : sw.rows)
+    if (std::find(sw.points.begin(), sw.points.end(), r.point) == sw.points.end())
+      sw.points.push_back(r.point);
+}
 
-  // results.csv: one row per run.
-  std::ostringstream csv;
+// results.csv's header line.
+void csv_header(const Sweep& sw, std::ostringstream& csv) {
   csv << "run,point,seed,status,n_layers,dim,n_heads,n_kv_heads,ffn_type,ffn_hidden,"
          "tie_embeddings,sharing,repeats,params,effective_layers,tokens,train_loss,val_loss,"
          "val_ppl,tokens_per_s,wall_s";
-  for (const auto& k : axis_keys) csv << "," << csv_field("axis:" + k);
+  for (const auto& k : sw.axis_keys) csv << "," << csv_field("axis:" + k);
   // Zero-shot columns, when any run was evaluated: the averages, then each task's acc / acc_norm.
-  std::vector<std::string> zs_tasks;
-  for (const auto& t : config::eval_task_names())
-    for (const auto& r : rows)
-      if (r.zero_shot.is_object() && json::find(r.zero_shot, t)) {
-        zs_tasks.push_back(t);
-        break;
-      }
-  auto zs = [](const Row& r, const std::string& task, const char* metric) {
-    const Json* t = r.zero_shot.is_object() ? json::find(r.zero_shot, task) : nullptr;
-    const Json* v = t ? json::find(*t, metric) : nullptr;
-    return v && v->is_number() ? json::as_double(*v) : NAN;
-  };
-  if (!zs_tasks.empty()) {
+  if (!sw.zs_tasks.empty()) {
     csv << ",zs_avg_acc,zs_avg_acc_norm";
-    for (const auto& t : zs_tasks) csv << ",zs_" << t << "_acc,zs_" << t << "_acc_norm";
+    for (const auto& t : sw.zs_tasks) csv << ",zs_" << t << "_acc,zs_" << t << "_acc_norm";
   }
   csv << "\n";
-  for (const auto& r : rows) {
-    const auto& m = r.cfg.model;
-    csv << csv_field(r.run) << "," << csv_field(r.point) << "," << r.seed << "," << r.status;
-    if (r.have_config)
-      csv << "," << m.n_layers << "," << m.dim << "," << m.n_heads << "," << m.n_kv_heads << ","
-          << config::kFfnTypes[static_cast<int>(m.ffn.type)] << "," << m.ffn.hidden_dim << ","
-          << (m.tie_embeddings ? "true" : "false") << ","
-          << config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)] << ","
-          << m.layer_sharing.repeats << "," << r.params << "," << r.effective_layers;
-    else
-      csv << ",,,,,,,,,,,";
-    csv << "," << r.tokens << "," << fmt(r.train_loss, 5) << "," << fmt(r.val_loss, 5) << ","
-        << fmt(std::exp(r.val_loss), 3) << "," << fmt(r.tps, 0) << "," << fmt(r.wall, 1);
-    for (const auto& k : axis_keys) {
-      auto it = r.axes.find(k);
-      csv << "," << csv_field(it == r.axes.end() ? "" : it->second);
-    }
-    if (!zs_tasks.empty()) {
-      csv << "," << fmt(zs(r, "average", "acc"), 4) << "," << fmt(zs(r, "average", "acc_norm"), 4);
-      for (const auto& t : zs_tasks)
-        csv << "," << fmt(zs(r, t, "acc"), 4) << "," << fmt(zs(r, t, "acc_norm"), 4);
-    }
-    csv << "\n";
-  }
-  write_file_atomic(o.dir / "results.csv", csv.str());
+}
 
-  // results.md: one row per point, seeds averaged.
-  std::vector<std::string> points;
-  for (const auto& r : rows)
-    if (std::find(points.begin(), points.end(), r.point) == points.end()) points.push_back(r.point);
-  struct Agg {
-    const Row* first = nullptr;
-    std::vector<double> val;
-    double tps = 0, wall = 0;
-    int n = 0, finished = 0;
-  };
+// One run's line of results.csv.
+void csv_row(const Sweep& sw, const Row& r, std::ostringstream& csv) {
+  const auto& m = r.cfg.model;
+  csv << csv_field(r.run) << "," << csv_field(r.point) << "," << r.seed << "," << r.status;
+  if (r.have_config)
+    csv << "," << m.n_layers << "," << m.dim << "," << m.n_heads << "," << m.n_kv_heads << ","
+        << config::kFfnTypes[static_cast<int>(m.ffn.type)] << "," << m.ffn.hidden_dim << ","
+        << (m.tie_embeddings ? "true" : "false") << ","
+        << config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)] << ","
+        << m.layer_sharing.repeats << "," << r.params << "," << r.effective_layers;
+  else
+    csv << ",,,,,,,,,,,";
+  csv << "," << r.tokens << "," << fmt(r.train_loss, 5) << "," << fmt(r.val_loss, 5) << ","
+      << fmt(std::exp(r.val_loss), 3) << "," << fmt(r.tps, 0) << "," << fmt(r.wall, 1);
+  for (const auto& k : sw.axis_keys) {
+    auto it = r.axes.find(k);
+    csv << "," << csv_field(it == r.axes.end() ? "" : it->second);
+  }
+  if (!sw.zs_tasks.empty()) {
+    csv << "," << fmt(zs(r, "average", "acc"), 4) << "," << fmt(zs(r, "average", "acc_norm"), 4);
+    for (const auto& t : sw.zs_tasks)
+      csv << "," << fmt(zs(r, t, "acc"), 4) << "," << fmt(zs(r, t, "acc_norm"), 4);
+  }
+  csv << "\n";
+}
+
+// results.csv: one row per run.
+void write_csv(const fs::path& d, const Sweep& sw) {
+  std::ostringstream csv;
+  csv_header(sw, csv);
+  for (const auto& r : sw.rows) csv_row(sw, r, csv);
+  write_file_atomic(d / "results.csv", csv.str());
+}
+
+// A point's runs: the first (one with a config if any), and the finished ones' numbers.
+struct Agg {
+  const Row* first = nullptr;
+  std::vector<double> val;
+  double tps = 0, wall = 0;
+  int n = 0, finished = 0;
+};
+
+std::map<std::string, Agg> aggregate(const Sweep& sw) {
   std::map<std::string, Agg> agg;
-  for (const auto& r : rows) {
+  for (const auto& r : sw.rows) {
     Agg& a = agg[r.point];
     ++a.n;
     if (!a.first || (!a.first->have_config && r.have_config)) a.first = &r;
-    if (r.status == "done" || (!man.is_object() && std::isfinite(r.val_loss))) {
+    if (r.status == "done" || (!sw.man.is_object() && std::isfinite(r.val_loss))) {
       if (std::isfinite(r.val_loss)) a.val.push_back(r.val_loss);
       if (std::isfinite(r.tps)) a.tps += r.tps;
       if (std::isfinite(r.wall)) a.wall += r.wall;
       ++a.finished;
     }
   }
-  double best = INFINITY;
-  std::string best_point;
-  for (const auto& p : points) {
+  return agg;
+}
+
+// The point with the lowest mean validation loss (best = INFINITY when none has one).
+struct Best {
+  double loss = INFINITY;
+  std::string point;
+};
+
+Best best_point(const Sweep& sw, std::map<std::string, Agg>& agg) {
+  Best best;
+  for (const auto& p : sw.points) {
     const Agg& a = agg[p];
     if (a.val.empty()) continue;
     double mean = 0;
     for (double v : a.val) mean += v;
     mean /= static_cast<double>(a.val.size());
-    if (mean < best) {
-      best = mean;
-      best_point = p;
+    if (mean < best.loss) {
+      best.loss = mean;
+      best.point = p;
     }
   }
-  std::ostringstream md;
-  md << "# " << name << "\n\n";
-  if (!description.empty()) md << description << "\n\n";
+  return best;
+}
+
+// One point's row of the table: shape, size, the seeds' mean loss and spread, speed. Returns the
+// spread (NaN without a finished run).
+double md_point_row(const std::string& p, const Agg& a, const Best& best, std::ostringstream& md) {
+  const Row& f = *a.first;
+  const auto& m = f.cfg.model;
+  double mean = NAN, spread = NAN;
+  if (!a.val.empty()) {
+    mean = 0;
+    for (double v : a.val) mean += v;
+    mean /= static_cast<double>(a.val.size());
+    spread = *std::max_element(a.val.begin(), a.val.end()) -
+             *std::min_element(a.val.begin(), a.val.end());
+  }
+  md << "| " << p << " | ";
+  if (f.have_config) {
+    md << m.n_layers << " × " << m.dim
+       << (m.layer_sharing.repeats > 1
+               ? " (" +
+                     std::string(
+                         config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)]) +
+                     " ×" + std::to_string(m.layer_sharing.repeats) + ")"
+               : std::string())
+       << " | " << m.n_heads << " / " << m.n_kv_heads << " | "
+       << config::kFfnTypes[static_cast<int>(m.ffn.type)] << " " << m.ffn.hidden_dim << " | "
+       << human_count(static_cast<double>(f.params)) << (m.tie_embeddings ? "" : " (untied)")
+       << " | " << f.effective_layers << " | " << human_count(static_cast<double>(f.tokens))
+       << " | ";
+  } else {
+    md << " |  |  |  |  |  | ";
+  }
+  const double n = std::max(1, a.finished);
+  md << fmt(mean, 4) << " | " << (a.val.size() > 1 ? fmt(spread, 4) : std::string("—")) << " | "
+     << (std::isfinite(mean)
+             ? (p == best.point ? std::string("best") : "+" + fmt(mean - best.loss, 4))
+             : std::string())
+     << " | " << fmt(std::exp(mean), 2) << " | "
+     << (a.finished ? human_count(a.tps / n) : std::string()) << " | "
+     << (a.finished ? dur(a.wall / n) : std::string()) << " | " << a.finished << "/" << a.n
+     << " |\n";
+  return spread;
+}
+
+// results.md's main table: one row per point, seeds averaged, then the best point.
+void md_points(const Sweep& sw, std::map<std::string, Agg>& agg, ReportResult& res,
+               std::ostringstream& md) {
+  const Best best = best_point(sw, agg);
+  md << "# " << sw.name << "\n\n";
+  if (!sw.description.empty()) md << sw.description << "\n\n";
   md << "| point | layers × dim | heads / kv | FFN | params | eff. layers | tokens | val loss "
         "(mean) | seed spread | Δ vs best | ppl | tokens/s | wall | seeds done |\n";
   md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   double max_spread = 0;
-  for (const auto& p : points) {
+  for (const auto& p : sw.points) {
     const Agg& a = agg[p];
     ++res.points;
-    const Row& f = *a.first;
-    const auto& m = f.cfg.model;
-    double mean = NAN, spread = NAN;
-    if (!a.val.empty()) {
-      mean = 0;
-      for (double v : a.val) mean += v;
-      mean /= static_cast<double>(a.val.size());
-      spread = *std::max_element(a.val.begin(), a.val.end()) -
-               *std::min_element(a.val.begin(), a.val.end());
-      max_spread = std::max(max_spread, spread);
-    }
-    md << "| " << p << " | ";
-    if (f.have_config) {
-      md << m.n_layers << " × " << m.dim
-         << (m.layer_sharing.repeats > 1
-                 ? " (" +
-                       std::string(
-                           config::kSharingSchemes[static_cast<int>(m.layer_sharing.scheme)]) +
-                       " ×" + std::to_string(m.layer_sharing.repeats) + ")"
-                 : std::string())
-         << " | " << m.n_heads << " / " << m.n_kv_heads << " | "
-         << config::kFfnTypes[static_cast<int>(m.ffn.type)] << " " << m.ffn.hidden_dim << " | "
-         << human_count(static_cast<double>(f.params)) << (m.tie_embeddings ? "" : " (untied)")
-         << " | " << f.effective_layers << " | " << human_count(static_cast<double>(f.tokens))
-         << " | ";
-    } else {
-      md << " |  |  |  |  |  | ";
-    }
-    const double n = std::max(1, a.finished);
-    md << fmt(mean, 4) << " | " << (a.val.size() > 1 ? fmt(spread, 4) : std::string("—")) << " | "
-       << (std::isfinite(mean) ? (p == best_point ? std::string("best") : "+" + fmt(mean - best, 4))
-                               : std::string())
-       << " | " << fmt(std::exp(mean), 2) << " | "
-       << (a.finished ? human_count(a.tps / n) : std::string()) << " | "
-       << (a.finished ? dur(a.wall / n) : std::string()) << " | " << a.finished << "/" << a.n
-       << " |\n";
+    const double spread = md_point_row(p, a, best, md);
+    if (!a.val.empty()) max_spread = std::max(max_spread, spread);
   }
-  if (std::isfinite(best)) {
-    md << "\nBest: **" << best_point << "** (validation loss " << fmt(best, 4) << "). ";
+  if (std::isfinite(best.loss)) {
+    md << "\nBest: **" << best.point << "** (validation loss " << fmt(best.loss, 4) << "). ";
     if (max_spread > 0)
       md << "The largest seed spread (max − min over seeds) of any point is " << fmt(max_spread, 4)
          << ": differences smaller than that are within seed noise.";
     md << "\n";
   }
-  // Zero-shot accuracy per point (seeds averaged), when runs were evaluated.
-  if (!zs_tasks.empty()) {
-    md << "\n## Zero-shot accuracy (acc_norm; seeds averaged)\n\n| point | average | acc (average) "
-          "|";
-    for (const auto& t : zs_tasks) md << " " << t << " |";
-    md << "\n|---|---|---|";
-    for (size_t i = 0; i < zs_tasks.size(); ++i) md << "---|";
+}
+
+// Zero-shot accuracy per point (seeds averaged), when runs were evaluated.
+void md_zero_shot(const Sweep& sw, std::ostringstream& md) {
+  if (sw.zs_tasks.empty()) return;
+  md << "\n## Zero-shot accuracy (acc_norm; seeds averaged)\n\n| point | average | acc (average) "
+        "|";
+  for (const auto& t : sw.zs_tasks) md << " " << t << " |";
+  md << "\n|---|---|---|";
+  for (size_t i = 0; i < sw.zs_tasks.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& p : sw.points) {
+    auto mean_of = [&](const std::string& task, const char* metric) {
+      double sum = 0;
+      int n = 0;
+      for (const auto& r : sw.rows)
+        if (r.point == p && std::isfinite(zs(r, task, metric))) {
+          sum += zs(r, task, metric);
+          ++n;
+        }
+      return n ? sum / n : NAN;
+    };
+    md << "| " << p << " | " << fmt(mean_of("average", "acc_norm"), 4) << " | "
+       << fmt(mean_of("average", "acc"), 4) << " |";
+    for (const auto& t : sw.zs_tasks) md << " " << fmt(mean_of(t, "acc_norm"), 4) << " |";
     md << "\n";
-    for (const auto& p : points) {
-      auto mean_of = [&](const std::string& task, const char* metric) {
-        double sum = 0;
-        int n = 0;
-        for (const auto& r : rows)
-          if (r.point == p && std::isfinite(zs(r, task, metric))) {
-            sum += zs(r, task, metric);
-            ++n;
-          }
-        return n ? sum / n : NAN;
-      };
-      md << "| " << p << " | " << fmt(mean_of("average", "acc_norm"), 4) << " | "
-         << fmt(mean_of("average", "acc"), 4) << " |";
-      for (const auto& t : zs_tasks) md << " " << fmt(mean_of(t, "acc_norm"), 4) << " |";
-      md << "\n";
-    }
   }
-  // Distillation: each student with a teacher against the students without one (same seed), at
-  // equal steps and at equal wall-clock time.
+}
+
+// One student with a teacher against the plain run of the same seed and steps, and the longest.
+void md_distillation_row(const Row* k, const std::vector<const Row*>& plain_rows,
+                         std::ostringstream& md) {
+  const int64_t steps = k->evals.back().step;
+  const Row *same = nullptr, *longer = nullptr;
+  for (const Row* p : plain_rows) {
+    if (p->seed != k->seed) continue;
+    const int64_t ps = p->evals.back().step;
+    if (ps == steps) same = p;
+    if (ps > steps && (!longer || ps > longer->evals.back().step)) longer = p;
+  }
+  md << "| " << k->seed << " | " << steps << ", " << dur(k->evals.back().elapsed) << " | "
+     << fmt(k->evals.back().val_loss, 4) << " | ";
+  if (same)
+    md << dur(same->evals.back().elapsed) << " | " << fmt(same->evals.back().val_loss, 4);
+  else
+    md << " | ";
+  md << " | ";
+  if (longer)
+    md << longer->evals.back().step << ", " << dur(longer->evals.back().elapsed) << " | "
+       << fmt(longer->evals.back().val_loss, 4);
+  else
+    md << " | ";
+  md << " | "
+     << (same ? fmt(k->evals.back().elapsed / same->evals.back().elapsed, 2) + "×" : std::string())
+     << " |\n";
+}
+
+// Distillation: each student with a teacher against the students without one (same seed), at
+// equal steps and at equal wall-clock time.
+void md_distillation(const Sweep& sw, std::ostringstream& md) {
   std::vector<const Row*> kd_rows, plain_rows;
-  for (const auto& r : rows) {
+  for (const auto& r : sw.rows) {
     if (!r.have_config || r.status != "done" || r.evals.empty()) continue;
     if (!r.cfg.kd.teacher.empty() && r.cfg.kd.ratio > 0)
       kd_rows.push_back(&r);
     else if (!r.cfg.kd.teacher.empty() || r.point != "teacher")
       plain_rows.push_back(&r);
   }
-  if (!kd_rows.empty() && !plain_rows.empty()) {
-    md << "\n## Distillation: with and without the teacher\n\n"
-       << "| seed | with KD: steps, time | val loss | without KD, same steps: time | val loss | "
-          "without KD, longer: steps, time | val loss | KD slowdown per step |\n"
-       << "|---|---|---|---|---|---|---|---|\n";
-    for (const Row* k : kd_rows) {
-      const int64_t steps = k->evals.back().step;
-      const Row *same = nullptr, *longer = nullptr;
-      for (const Row* p : plain_rows) {
-        if (p->seed != k->seed) continue;
-        const int64_t ps = p->evals.back().step;
-        if (ps == steps) same = p;
-        if (ps > steps && (!longer || ps > longer->evals.back().step)) longer = p;
-      }
-      md << "| " << k->seed << " | " << steps << ", " << dur(k->evals.back().elapsed) << " | "
-         << fmt(k->evals.back().val_loss, 4) << " | ";
-      if (same)
-        md << dur(same->evals.back().elapsed) << " | " << fmt(same->evals.back().val_loss, 4);
-      else
-        md << " | ";
-      md << " | ";
-      if (longer)
-        md << longer->evals.back().step << ", " << dur(longer->evals.back().elapsed) << " | "
-           << fmt(longer->evals.back().val_loss, 4);
-      else
-        md << " | ";
-      md << " | "
-         << (same ? fmt(k->evals.back().elapsed / same->evals.back().elapsed, 2) + "×"
-                  : std::string())
-         << " |\n";
-    }
-    md << "\nThe paper (LLaMA-v2 7B teacher; 125M and 350M students): distillation was 2.6–3.2× "
-          "slower and gained nothing (43.9 vs 43.8 and 49.1 vs 48.8 average accuracy).\n";
-  }
-  res.markdown = md.str();
-  write_file_atomic(o.dir / "results.md", res.markdown);
+  if (kd_rows.empty() || plain_rows.empty()) return;
+  md << "\n## Distillation: with and without the teacher\n\n"
+     << "| seed | with KD: steps, time | val loss | without KD, same steps: time | val loss | "
+        "without KD, longer: steps, time | val loss | KD slowdown per step |\n"
+     << "|---|---|---|---|---|---|---|---|\n";
+  for (const Row* k : kd_rows) md_distillation_row(k, plain_rows, md);
+  md << "\nThe paper (LLaMA-v2 7B teacher; 125M and 350M students): distillation was 2.6–3.2× "
+        "slower and gained nothing (43.9 vs 43.8 and 49.1 vs 48.8 average accuracy).\n";
+}
 
-  // Plots.
+// Plots: the plot script run by the given Python; the PNGs it names, or why there are none.
+void draw_plots(const ReportOptions& o, ReportResult& res) {
   if (o.python.empty()) {
     res.plot_error = "no Python given";
-    return res;
+    return;
   }
+  std::error_code ec;
   const fs::path script =
       fs::temp_directory_path() / ("deepthin-plot-" + std::to_string(::getpid()) + ".py");
   write_file_atomic(script, kPlotScript);
@@ -496,6 +551,33 @@ ReportResult write_report(const ReportOptions& o) {
     res.plot_error = "cannot run " + o.python;
   }
   fs::remove(script, ec);
+}
+
+}  // namespace
+
+ReportResult write_report(const ReportOptions& o) {
+  std::error_code ec;
+  if (!fs::is_directory(o.dir, ec))
+    fail_input("report: " + o.dir.string() + " is not a directory (expected runs/<experiment>)");
+  ReportResult res;
+  Sweep sw = list_runs(o.dir);
+  for (auto& r : sw.rows) {
+    read_run(o.dir / r.run, sw.man.is_object(), r);
+    ++res.runs;
+  }
+  index_runs(sw);
+  write_csv(o.dir, sw);
+
+  // results.md: one row per point, seeds averaged; zero-shot accuracy; distillation.
+  auto agg = aggregate(sw);
+  std::ostringstream md;
+  md_points(sw, agg, res, md);
+  md_zero_shot(sw, md);
+  md_distillation(sw, md);
+  res.markdown = md.str();
+  write_file_atomic(o.dir / "results.md", res.markdown);
+
+  draw_plots(o, res);
   return res;
 }
 

@@ -8,7 +8,7 @@
 
 #include <regex>
 
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "train/device_info.h"
 #include "util/error.h"
 #include "util/fault.h"
@@ -67,7 +67,7 @@ TrainerState TrainerState::from_json(const Json& j, const std::string& where) {
 }
 
 HostStaging::Layout HostStaging::layout_of(
-    const std::vector<const exports::TensorList*>& lists,
+    const std::vector<const storage::TensorList*>& lists,
     const std::vector<std::optional<at::ScalarType>>& dtypes) {
   Layout l;
   for (size_t i = 0; i < lists.size(); ++i)
@@ -97,20 +97,20 @@ void HostStaging::ensure(const c10::Device& device, const Layout& l) {
 }
 
 void HostStaging::reserve(const c10::Device& device,
-                          const std::vector<const exports::TensorList*>& lists,
+                          const std::vector<const storage::TensorList*>& lists,
                           const std::vector<std::optional<at::ScalarType>>& dtypes) {
   ensure(device, layout_of(lists, dtypes));
 }
 
-std::vector<exports::TensorList> HostStaging::copy(
-    const std::vector<const exports::TensorList*>& lists,
+std::vector<storage::TensorList> HostStaging::copy(
+    const std::vector<const storage::TensorList*>& lists,
     const std::vector<std::optional<at::ScalarType>>& dtypes) {
   c10::Device device(at::kCPU);
   for (const auto* l : lists)
     for (const auto& [name, t] : *l)
       if (t.is_cuda()) device = t.device();
   ensure(device, layout_of(lists, dtypes));
-  std::vector<exports::TensorList> out(lists.size());
+  std::vector<storage::TensorList> out(lists.size());
   std::vector<at::Tensor> converted;  // device-side dtype conversions live until the transfers end
   size_t k = 0;
   for (size_t i = 0; i < lists.size(); ++i)
@@ -129,12 +129,12 @@ std::vector<exports::TensorList> HostStaging::copy(
 }
 
 CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
-                                       const exports::TensorList& optimizer,
+                                       const storage::TensorList& optimizer,
                                        const TrainerState& state, HostStaging* staging) {
   HostStaging own;
   HostStaging& st = staging ? *staging : own;
-  const exports::TensorList model = exports::model_tensors(m, /*expand_shared=*/false);
-  auto copies = st.copy({&model, &optimizer}, {exports::SaveOptions{}.dtype, std::nullopt});
+  const storage::TensorList model = storage::model_tensors(m, /*expand_shared=*/false);
+  auto copies = st.copy({&model, &optimizer}, {storage::SaveOptions{}.dtype, std::nullopt});
   CheckpointSnapshot s;
   s.model = std::move(copies[0]);
   s.optimizer = std::move(copies[1]);
@@ -144,7 +144,7 @@ CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Co
 }
 
 fs::path save_checkpoint(const fs::path& run_dir, const model::Decoder& m,
-                         const config::Config& cfg, const exports::TensorList& optimizer,
+                         const config::Config& cfg, const storage::TensorList& optimizer,
                          const TrainerState& state, int64_t keep_last) {
   return write_checkpoint(run_dir, snapshot_checkpoint(m, cfg, optimizer, state), keep_last);
 }
@@ -155,7 +155,7 @@ fs::path write_checkpoint(const fs::path& run_dir, const CheckpointSnapshot& sna
   const TrainerState& state = snap.state;
   const fs::path final_dir = run_dir / "checkpoints" / ("step_" + std::to_string(state.step));
   AtomicDir dir(final_dir);
-  exports::write_model_files(dir.path(), snap.model, cfg);
+  storage::write_model_files(dir.path(), snap.model, cfg);
   if (!cfg.data.tokenizer.empty() && fs::exists(cfg.data.tokenizer)) {
     fs::path tok = cfg.data.tokenizer;
     if (fs::is_directory(tok)) tok /= "tokenizer.model";
@@ -164,7 +164,7 @@ fs::path write_checkpoint(const fs::path& run_dir, const CheckpointSnapshot& sna
   if (fault_at("crash_in_checkpoint", state.step)) std::abort();  // test hook: die mid-write
   if (fault_at("fail_in_checkpoint", state.step))  // test hook: a write that fails (a full disk)
     fail_runtime("fault injection: the checkpoint write failed");
-  exports::save_safetensors(dir.path() / "optimizer.safetensors", snap.optimizer);
+  storage::save_safetensors(dir.path() / "optimizer.safetensors", snap.optimizer);
   write_file_atomic(dir.path() / "trainer_state.json", json::dump(state.to_json(), 2) + "\n");
   Json sums = Json::object();
   std::vector<fs::path> files;
@@ -280,7 +280,7 @@ std::optional<CheckpointRef> latest_checkpoint(const fs::path& run_dir, bool fal
 CheckpointContents read_checkpoint(const fs::path& dir) {
   CheckpointContents c;
   c.model_dir = dir.string();
-  c.optimizer = exports::load_safetensors(dir / "optimizer.safetensors").tensors;
+  c.optimizer = storage::load_safetensors(dir / "optimizer.safetensors").tensors;
   auto where = (dir / "trainer_state.json").string();
   c.state = TrainerState::from_json(json::parse(read_file(where), where), where);
   return c;

@@ -17,8 +17,8 @@
 
 #include "config/config.h"
 #include "data/loader.h"
-#include "export/safetensors.h"
 #include "model/decoder.h"
+#include "storage/safetensors.h"
 #include "util/json_io.h"
 
 namespace deepthin::train {
@@ -40,16 +40,16 @@ struct CheckpointRef {
 };
 
 struct CheckpointContents {
-  std::string model_dir;  // = dir, for exports::load_model_dir
-  exports::TensorList optimizer;
+  std::string model_dir;  // = dir, for storage::load_model_dir
+  storage::TensorList optimizer;
   TrainerState state;
 };
 
 // Everything a checkpoint holds, copied off the live model and optimizer into host memory: what a
 // background writer writes while training goes on.
 struct CheckpointSnapshot {
-  exports::TensorList model;
-  exports::TensorList optimizer;
+  storage::TensorList model;
+  storage::TensorList optimizer;
   TrainerState state;
   config::Config cfg;
 };
@@ -62,10 +62,10 @@ class HostStaging {
  public:
   // Allocates for these tensors (model first, then optimizer, as snapshots pass them) ahead of
   // the first checkpoint, so that its cost is start-up's.
-  void reserve(const c10::Device& device, const std::vector<const exports::TensorList*>& lists,
+  void reserve(const c10::Device& device, const std::vector<const storage::TensorList*>& lists,
                const std::vector<std::optional<at::ScalarType>>& dtypes);
   // Copies of each list's tensors (in the dtype given, else their own), all transfers finished.
-  std::vector<exports::TensorList> copy(const std::vector<const exports::TensorList*>& lists,
+  std::vector<storage::TensorList> copy(const std::vector<const storage::TensorList*>& lists,
                                         const std::vector<std::optional<at::ScalarType>>& dtypes);
   int64_t bytes() const { return block_.defined() ? block_.numel() : 0; }
 
@@ -75,7 +75,7 @@ class HostStaging {
     int64_t bytes = 0;
     bool operator==(const Layout&) const = default;
   };
-  static Layout layout_of(const std::vector<const exports::TensorList*>& lists,
+  static Layout layout_of(const std::vector<const storage::TensorList*>& lists,
                           const std::vector<std::optional<at::ScalarType>>& dtypes);
   void ensure(const c10::Device& device, const Layout& l);
   Layout layout_;
@@ -86,7 +86,7 @@ class HostStaging {
 
 // staging null: fresh host memory for this snapshot alone.
 CheckpointSnapshot snapshot_checkpoint(const model::Decoder& m, const config::Config& cfg,
-                                       const exports::TensorList& optimizer,
+                                       const storage::TensorList& optimizer,
                                        const TrainerState& state, HostStaging* staging = nullptr);
 // Writes step_<state.step> atomically and prunes to keep_last.
 std::filesystem::path write_checkpoint(const std::filesystem::path& run_dir,
@@ -94,7 +94,7 @@ std::filesystem::path write_checkpoint(const std::filesystem::path& run_dir,
 // snapshot_checkpoint then write_checkpoint.
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const model::Decoder& m,
                                       const config::Config& cfg,
-                                      const exports::TensorList& optimizer,
+                                      const storage::TensorList& optimizer,
                                       const TrainerState& state, int64_t keep_last);
 
 // Finished checkpoints (step_N directories), oldest first; temporary directories are ignored. A

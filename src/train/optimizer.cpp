@@ -106,8 +106,8 @@ void AdamW::step_on_device(const at::Tensor& lr, const std::optional<at::Tensor>
   }
 }
 
-exports::TensorList AdamW::state_tensors() const {
-  exports::TensorList out;
+storage::TensorList AdamW::state_tensors() const {
+  storage::TensorList out;
   for (const Group* g : {&decay_, &no_decay_}) {
     for (size_t i = 0; i < g->names.size(); ++i) {
       if (!whole(g->slices[i]))
@@ -120,7 +120,7 @@ exports::TensorList AdamW::state_tensors() const {
   return out;
 }
 
-void AdamW::load_state(const exports::TensorList& tensors, int64_t steps,
+void AdamW::load_state(const storage::TensorList& tensors, int64_t steps,
                        const std::string& where) {
   std::map<std::string, at::Tensor> by_name(tensors.begin(), tensors.end());
   torch::NoGradGuard no_grad;

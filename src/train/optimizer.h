@@ -16,7 +16,7 @@
 
 #include "config/train_config.h"
 #include "dist/param_slice.h"
-#include "export/safetensors.h"
+#include "storage/safetensors.h"
 
 namespace deepthin::train {
 
@@ -41,9 +41,9 @@ class AdamW {
   // exp_avg.<name>, exp_avg_sq.<name>: views of the live moments on their device (copy them before
   // the next step changes them). Needs whole slices; a
   // sharded optimizer's state is gathered from the flat buffers instead (dist/data_parallel.h).
-  exports::TensorList state_tensors() const;
+  storage::TensorList state_tensors() const;
   // Restores from full per-parameter moments: each slice takes its part.
-  void load_state(const exports::TensorList& tensors, int64_t steps, const std::string& where);
+  void load_state(const storage::TensorList& tensors, int64_t steps, const std::string& where);
   const at::Tensor& exp_avg_flat() const { return exp_avg_flat_; }
   const at::Tensor& exp_avg_sq_flat() const { return exp_avg_sq_flat_; }
   const std::vector<std::string>& decayed() const { return decay_.names; }

@@ -9,8 +9,8 @@
 #include <tuple>
 
 #include "data/tokenizer.h"
-#include "export/model_dir.h"
 #include "model/param_count.h"
+#include "storage/model_dir.h"
 #include "train/device_info.h"
 #include "train/step.h"
 #include "util/error.h"
@@ -188,14 +188,14 @@ void resume(Run& r, const TrainOptions& opts) {
     return;
   }
   auto ck = read_checkpoint(ref->dir);
-  auto saved = exports::load_model_dir(ref->dir);
+  auto saved = storage::load_model_dir(ref->dir);
   config::Config want, have;
   want.model = r.cfg->model;
   have.model = saved.config.model;
   if (config::to_yaml(want) != config::to_yaml(have))
     fail_input("checkpoint " + ref->dir.string() +
                " holds a different model than the config's model section");
-  exports::load_weights(r.model, exports::model_tensors(saved.model, false), ref->dir.string());
+  storage::load_weights(r.model, storage::model_tensors(saved.model, false), ref->dir.string());
   r.optimizer->load_state(ck.optimizer, ck.state.step, ref->dir.string());
   r.state = ck.state;
   std::vector<std::string> notes;
@@ -238,10 +238,10 @@ void describe(const Run& r) {
 // sharded optimizer's gathered state allocates at its first checkpoint instead.
 void reserve_checkpoint_memory(Run& r) {
   if (!r.cfg->checkpoint.async || !r.device.is_cuda() || (r.dp && r.dp->zero1())) return;
-  const exports::TensorList model = exports::model_tensors(r.model, /*expand_shared=*/false);
-  const exports::TensorList opt = r.optimizer->state_tensors();
+  const storage::TensorList model = storage::model_tensors(r.model, /*expand_shared=*/false);
+  const storage::TensorList opt = r.optimizer->state_tensors();
   r.checkpoints->staging().reserve(r.device, {&model, &opt},
-                                   {exports::SaveOptions{}.dtype, std::nullopt});
+                                   {storage::SaveOptions{}.dtype, std::nullopt});
   log::info("checkpoints: {} MiB of page-locked host memory for snapshots",
             r.checkpoints->staging().bytes() >> 20);
 }

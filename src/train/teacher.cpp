@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 #include "train/checkpoint.h"
 #include "train/precision.h"
 #include "util/error.h"
@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 Teacher load_teacher(const config::Config& cfg, const c10::Device& student_device) {
   const fs::path dir = model_dir_of(cfg.kd.teacher, "kd.teacher");
   std::error_code ec;
-  auto loaded = exports::load_model_dir(dir);
+  auto loaded = storage::load_model_dir(dir);
   if (loaded.config.model.vocab_size != cfg.model.vocab_size)
     fail_input("kd.teacher " + dir.string() + " has a vocabulary of " +
                std::to_string(loaded.config.model.vocab_size) + " tokens, the student " +

@@ -1,10 +1,11 @@
-"""The trainer reads in parts: no function in src/train is longer than 80 lines (issue: the house).
+"""The code reads in parts: no function anywhere in src (every .cpp, .h and .cu, recursively) is
+longer than 80 lines (issues: the house, and its second pass). A long function is split into named
+steps, so that the top function reads as the list of steps (src/train/trainer.cpp's train()).
 
 Function bodies are found by brace matching over the source with comments and string literals
 removed: a '{' at namespace or class scope whose head holds '(' opens a function.
 """
 import argparse
-import glob
 import os
 import re
 import sys
@@ -13,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import fixtures  # noqa: E402
 
 LIMIT = 80
-FOLDERS = ["train"]
+EXTENSIONS = (".cpp", ".h", ".cu")
 
 
 def strip(src):
@@ -56,9 +57,10 @@ def long_functions(path):
 def main():
     argparse.ArgumentParser().parse_known_args()  # ctest passes --deepthin
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    files = [f for d in FOLDERS for ext in ("cpp", "h") for f in glob.glob(os.path.join(root, "src", d, f"*.{ext}"))]
-    bad = [x for f in sorted(files) for x in long_functions(f)]
-    print(f"{len(files)} files of src/{', src/'.join(FOLDERS)} checked (limit {LIMIT} lines)")
+    files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(root, "src")) for f in names
+             if f.endswith(EXTENSIONS)]
+    bad = [os.path.relpath(x, root) for f in sorted(files) for x in long_functions(f)]
+    print(f"{len(files)} files of src checked (limit {LIMIT} lines)")
     fixtures.finish(bad, "no function over the limit")
 
 

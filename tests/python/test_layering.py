@@ -1,7 +1,10 @@
 """The source layering: each folder of src/ includes only folders below it, so there are no include
 cycles between them and nothing lower reaches up.
 
-    cli → eval → train → dist → export, sweep → model → kernels → config, data → util
+    cli → eval → train → dist → export, sweep → storage → model → kernels → config, data → util
+
+storage holds the formats deepthin itself reads and writes (safetensors, model directories), which
+training and export share; export holds only the formats for other runtimes.
 """
 import argparse
 import os
@@ -11,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python_export"))
 import fixtures  # noqa: E402
 
-LEVELS = [["util"], ["config", "data"], ["kernels"], ["model"], ["export", "sweep"], ["dist"],
+LEVELS = [["util"], ["config", "data"], ["kernels"], ["model"], ["storage"], ["export", "sweep"], ["dist"],
           ["train"], ["eval"], ["cli"]]
 LEVEL = {d: i for i, group in enumerate(LEVELS) for d in group}
 

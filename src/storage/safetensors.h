@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-namespace deepthin::exports {
+namespace deepthin::storage {
 
 // Ordered name → CPU tensor list (the order is the file's order).
 using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
@@ -32,4 +32,4 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path);
 // "F32", "BF16", … for a torch dtype; input error for dtypes safetensors cannot hold.
 std::string safetensors_dtype(at::ScalarType t);
 
-}  // namespace deepthin::exports
+}  // namespace deepthin::storage

@@ -14,12 +14,12 @@
 #include <string>
 
 #include "config/config.h"
-#include "export/safetensors.h"
 #include "model/decoder.h"
+#include "storage/safetensors.h"
 #include "util/json_io.h"
 #include "util/paths.h"
 
-namespace deepthin::exports {
+namespace deepthin::storage {
 
 struct SaveOptions {
   bool expand_shared = false;
@@ -64,4 +64,4 @@ struct LoadedModel {
 // Reads a deepthin or transformers directory onto the CPU in fp32.
 LoadedModel load_model_dir(const std::filesystem::path& dir);
 
-}  // namespace deepthin::exports
+}  // namespace deepthin::storage

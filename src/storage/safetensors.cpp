@@ -1,4 +1,4 @@
-#include "export/safetensors.h"
+#include "storage/safetensors.h"
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
@@ -12,7 +12,7 @@
 #include "util/fs.h"
 #include "util/json_io.h"
 
-namespace deepthin::exports {
+namespace deepthin::storage {
 
 namespace {
 
@@ -166,4 +166,4 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
   return out;
 }
 
-}  // namespace deepthin::exports
+}  // namespace deepthin::storage

@@ -1,15 +1,15 @@
-#include "export/model_dir.h"
+#include "storage/model_dir.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
 #include <set>
 
-#include "util/error.h"
 #include "model/memory.h"
+#include "util/error.h"
 #include "util/fs.h"
 
-namespace deepthin::exports {
+namespace deepthin::storage {
 
 namespace {
 
@@ -163,9 +163,11 @@ config::ModelConfig model_config_from_hf(const Json& j, const std::string& where
 }
 
 OutputKind model_dir_output() {
-  return {"a model directory", true,
+  return {"a model directory",
+          true,
           {"model.safetensors", "config.json", "deepthin.yaml", "tokenizer.model"},
-          "model.safetensors", {}};
+          "model.safetensors",
+          {}};
 }
 
 at::Tensor host_copy(const at::Tensor& t, at::ScalarType dtype) {
@@ -281,4 +283,4 @@ LoadedModel load_model_dir(const std::filesystem::path& dir) {
   return out;
 }
 
-}  // namespace deepthin::exports
+}  // namespace deepthin::storage
