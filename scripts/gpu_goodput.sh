@@ -9,6 +9,7 @@
 #                              what training waits at each checkpoint; then
 #                              deepthin eval against lm-eval at the published item counts (lm-eval
 #                              from carried wheels in .whl) on a 125M trained for 200 steps.
+# STEPS and EVAL_EVERY shorten stage a's run (default 2000 and 1000, as the issue asks).
 # Carry: .carry (corpus.jsonl.gz, tokenizer-4096.model) and, for b, .whl. Results in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +40,8 @@ stage_a() {
   rm -rf $W/runs/goodput
   $D train $C125 --set run.root=$W/runs --set run.name=goodput \
     --set data.path=$W/shards --set 'data.tokenizer=""' --set train.micro_batch_size=16 \
-    --set train.max_steps=2000 --set checkpoint.every=200 --set checkpoint.keep_last=3 \
-    --set eval.every=1000 --set eval.batches=50 --set log.every=100 > "$OUT/train.json" 2> "$OUT/train.err"
+    --set train.max_steps=${STEPS:-2000} --set checkpoint.every=200 --set checkpoint.keep_last=3 \
+    --set eval.every=${EVAL_EVERY:-1000} --set eval.batches=50 --set log.every=100 > "$OUT/train.json" 2> "$OUT/train.err"
   stamp "train exit $?"
   grep -E "goodput|checkpoint step|captured|page-locked" $W/runs/goodput/train.log | tail -16
   cp $W/runs/goodput/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null
