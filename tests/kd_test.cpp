@@ -122,6 +122,57 @@ TEST(Distillation, EveryLossChunkedEqualsFullLogitsWithMasksAndMixing) {
   }
 }
 
+// The closed-form gradients (the GPU's path) against autograd over each chunk (the CPU's
+// reference): every divergence, temperatures 1 and 2.5, pure and mixed, masked rows, a vocabulary
+// that is not a multiple of 128, fp32 and bf16 matmuls.
+TEST(Distillation, ClosedFormGradientsEqualAutogradPerChunk) {
+  const int64_t N = 23, V = 300, D = 16, Dt = 24;
+  auto h = randn({N, D}, 31), w = randn({V, D}, 32) * 0.4, ht = randn({N, Dt}, 33),
+       wt = randn({V, Dt}, 34) * 0.4;
+  auto targets = at::randint(V, {N}, at::detail::createCPUGenerator(35), at::kLong);
+  targets[0] = -100;
+  targets[17] = -100;
+  for (auto dtype : {at::kFloat, at::kBFloat16})
+    for (auto type : {config::KdLossType::forward_kl, config::KdLossType::reverse_kl,
+                      config::KdLossType::symmetric_kl, config::KdLossType::js})
+      for (double T : {1.0, 2.5})
+        for (double ratio : {1.0, 0.4}) {
+          at::Tensor loss[2], ce[2], kd[2], gh[2], gw[2];
+          for (int closed = 0; closed < 2; ++closed) {
+            train::KdLossOptions o;
+            o.loss = type;
+            o.temperature = T;
+            o.ratio = ratio;
+            o.chunk_rows = 7;
+            o.compute_dtype = dtype;
+            o.closed_form = closed == 1;
+            auto hr = h.clone().requires_grad_(true), wr = w.clone().requires_grad_(true);
+            auto parts = train::distillation_loss(hr, wr, ht, wt, targets, o);
+            parts.total.backward();
+            loss[closed] = parts.total.detach();
+            ce[closed] = parts.ce;
+            kd[closed] = parts.kd;
+            gh[closed] = hr.grad();
+            gw[closed] = wr.grad();
+          }
+          const std::string what = std::string(config::kKdLosses[static_cast<int>(type)]) + " T " +
+                                   std::to_string(T) + " ratio " + std::to_string(ratio) +
+                                   (dtype == at::kFloat ? " fp32" : " bf16");
+          // bf16 matmuls round the logits' gradient to 8 bits before the head's matmul in both.
+          const double rtol = dtype == at::kFloat ? 1e-4 : 2e-2,
+                       atol = dtype == at::kFloat ? 1e-6 : 1e-4;
+          EXPECT_NEAR(loss[1].item<double>(), loss[0].item<double>(), 1e-5) << what;
+          EXPECT_NEAR(ce[1].item<double>(), ce[0].item<double>(), 1e-5) << what;
+          EXPECT_NEAR(kd[1].item<double>(), kd[0].item<double>(), 1e-5) << what;
+          EXPECT_GT(gh[0].abs().max().item<double>(), 1e-4) << what;  // not a vacuous comparison
+          EXPECT_TRUE(at::allclose(gh[1], gh[0], rtol, atol))
+              << what << ": max |Δ| " << (gh[1] - gh[0]).abs().max().item<double>();
+          EXPECT_TRUE(at::allclose(gw[1], gw[0], rtol, atol))
+              << what << ": max |Δ| " << (gw[1] - gw[0]).abs().max().item<double>();
+          EXPECT_EQ(gh[1][17].abs().max().item<double>(), 0.0) << what;  // a masked row
+        }
+}
+
 class KdTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -140,6 +140,7 @@ BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Dev
     ko.ratio = kd->ratio;
     ko.chunk_rows = chunk;
     ko.compute_dtype = compute;
+    ko.closed_form = device.is_cuda();  // the CPU keeps the autograd reference
     auto parts = distillation_loss(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), th,
                                    teacher->model->output_weight().to(device), targets, ko);
     return {parts.total, parts.ce, parts.kd};
