@@ -111,6 +111,32 @@ TEST(BenchCli, ReportsEveryPartOfAStep) {
   EXPECT_EQ(json::as_int(*j.find("seq_len")), 16);  // train.seq_len 0 means model.max_seq_len
 }
 
+// With a teacher the benchmarked step distills, and the profile says where a KD step goes.
+TEST(BenchCli, TimesTheDistillationParts) {
+  TempDir tmp;
+  const std::string model =
+      "model: {vocab_size: 64, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, max_seq_len: 16}\n";
+  auto tcfg = write_text(tmp / "t.yaml",
+                         "model: {vocab_size: 64, dim: 48, n_layers: 3, n_heads: 4, n_kv_heads: 2, "
+                         "max_seq_len: 16}\n");
+  ASSERT_EQ(run_cli("init " + tcfg.string() + " --out " + (tmp / "teacher").string()).status, 0);
+  auto cfg = write_text(tmp / "b.yaml", model +
+                                            "train: {micro_batch_size: 2, device: cpu}\n"
+                                            "kd: {teacher: " +
+                                            (tmp / "teacher").string() + ", temperature: 2.0}\n");
+  auto r = run_cli("bench " + cfg.string() + " --steps 1 --warmup 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = json::parse(r.out);
+  for (const char* k : {"teacher_forward_ms", "kd_loss_fwd_bwd_ms", "step_ms", "forward_ms"})
+    EXPECT_TRUE(j.contains(k) && json::as_double(*j.find(k)) > 0) << k;
+  EXPECT_EQ(j.find("teacher")->get<std::string>(), (tmp / "teacher").string());
+  // Without a teacher there are no distillation parts.
+  auto plain = write_text(tmp / "p.yaml", model + "train: {micro_batch_size: 2, device: cpu}\n");
+  auto p = run_cli("bench " + plain.string() + " --steps 1 --warmup 0");
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_FALSE(json::parse(p.out).contains("teacher_forward_ms"));
+}
+
 TEST(HelpCli, EverySubcommandPrintsUsageAndExitsZero) {
   for (const char* cmd : {"config", "params", "init", "score", "train", "generate", "bench",
                           "tokenizer train", "tokenizer encode", "data prepare", "data inspect"}) {

@@ -10,15 +10,18 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 
 #include "dist/comm.h"
 #include "model/decoder.h"
 #include "model/param_count.h"
 #include "train/device_info.h"
+#include "train/kd.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
 #include "train/step.h"
+#include "train/teacher.h"
 
 namespace deepthin::train {
 
@@ -125,6 +128,81 @@ Json profile_families(const std::function<void()>& f, const c10::Device& device,
   return out;
 }
 
+// Distillation's own parts: the teacher's forward alone (no grad, the student's precision) and the
+// KD loss's forward and backward on the student's head, with the teacher's hidden states of the
+// same tokens.
+void bench_kd_parts(Json& out, Teacher& teacher, model::Decoder& m, const config::Config& cfg,
+                    const at::Tensor& tokens, Precision precision, const c10::Device& device,
+                    const BenchOptions& opts) {
+  const int64_t T = cfg.train.seq_len;
+  auto input = tokens.narrow(1, 0, T).to(teacher.device);
+  at::Tensor th;
+  out["teacher"] = teacher.dir;
+  out["teacher_forward_ms"] = median_ms(teacher.device, opts, [&] {
+    torch::NoGradGuard ng;
+    AutocastScope ac(teacher.device, precision);
+    th = teacher.model->hidden_states(input);
+  });
+  th = th.reshape({-1, th.size(-1)}).to(device);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  auto h = at::randn({th.size(0), cfg.model.dim}, gen).to(device).requires_grad_(true);
+  auto w = m->output_weight();
+  auto wt = teacher.model->output_weight().detach().to(device);
+  auto targets = tokens.narrow(1, 1, T).reshape({-1});
+  KdLossOptions ko;
+  ko.loss = cfg.kd.loss;
+  ko.temperature = cfg.kd.temperature;
+  ko.ratio = cfg.kd.ratio;
+  ko.chunk_rows = cfg.train.loss_chunk_tokens;
+  ko.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+  ko.closed_form = device.is_cuda();  // as the training step runs it
+  out["kd_loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
+    distillation_loss(h, w, th, wt, targets, ko).total.backward();
+    h.mutable_grad().reset();
+    if (w.grad().defined()) w.mutable_grad().reset();
+  });
+}
+
+// Each part of the step on its own: forward, forward and backward, the fused loss, distillation's
+// parts with a teacher, and the optimizer.
+void bench_parts(Json& out, model::Decoder& m, AdamW& opt, const TrainStep& step, Teacher* teacher,
+                 const config::Config& cfg, const at::Tensor& tokens, Precision precision,
+                 const c10::Device& device, const BenchOptions& opts) {
+  const auto& tc = cfg.train;
+  const int64_t B = tc.micro_batch_size, T = tc.seq_len, D = cfg.model.dim;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  auto zero = [&] {
+    for (auto& p : step.params())
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  };
+  out["forward_ms"] = median_ms(device, opts, [&] {
+    torch::NoGradGuard ng;
+    AutocastScope ac(device, precision);
+    m->hidden_states(tokens.narrow(1, 0, T));
+  });
+  out["forward_backward_ms"] = median_ms(device, opts, [&] {
+    batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
+    zero();
+  });
+  {
+    auto h = at::randn({B * T, D}, gen).to(device).requires_grad_(true);
+    auto w = m->output_weight();
+    auto targets = tokens.narrow(1, 1, T).reshape({-1});
+    LmLossOptions lo;
+    lo.chunk_rows = tc.loss_chunk_tokens;
+    lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+    out["loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
+      lm_head_cross_entropy(h, w, targets, lo).backward();
+      h.mutable_grad().reset();
+      zero();
+    });
+  }
+  if (teacher) bench_kd_parts(out, *teacher, m, cfg, tokens, precision, device, opts);
+  batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
+  out["optimizer_ms"] = median_ms(device, opts, [&] { opt.step(1e-6); });
+  zero();
+}
+
 }  // namespace
 
 Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
@@ -139,9 +217,12 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (const auto& item : m->named_parameters()) named.emplace_back(item.key(), item.value());
   AdamW opt(named, cfg.optimizer);
-  dist::Comm comm;  // a world of one
-  TrainStep step({m, &opt, &comm, nullptr, nullptr, nullptr, device, precision}, tc);
-  const int64_t B = tc.micro_batch_size, T = tc.seq_len, D = cfg.model.dim;
+  dist::Comm comm;                 // a world of one
+  std::optional<Teacher> teacher;  // kd.teacher: the step distills, and its parts are timed
+  if (!cfg.kd.teacher.empty() && cfg.kd.ratio > 0) teacher = load_teacher(cfg, device);
+  TrainStep step(
+      {m, &opt, &comm, nullptr, teacher ? &*teacher : nullptr, &cfg.kd, device, precision}, tc);
+  const int64_t B = tc.micro_batch_size, T = tc.seq_len;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   auto tokens = at::randint(cfg.model.vocab_size, {B, T + 1}, gen, at::kLong).to(device);
   auto batch = [&] { return tokens; };
@@ -155,37 +236,9 @@ Json bench_step(const config::Config& cfg, const BenchOptions& opts) {
   out["launch"] = launch_name(step.launch());
   out["micro_batch"] = B;
   out["seq_len"] = T;
-  if (!opts.step_only) {
-    auto zero = [&] {
-      for (auto& p : step.params())
-        if (p.grad().defined()) p.mutable_grad().zero_();
-    };
-    out["forward_ms"] = median_ms(device, opts, [&] {
-      torch::NoGradGuard ng;
-      AutocastScope ac(device, precision);
-      m->hidden_states(tokens.narrow(1, 0, T));
-    });
-    out["forward_backward_ms"] = median_ms(device, opts, [&] {
-      batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
-      zero();
-    });
-    {
-      auto h = at::randn({B * T, D}, gen).to(device).requires_grad_(true);
-      auto w = m->output_weight();
-      auto targets = tokens.narrow(1, 1, T).reshape({-1});
-      LmLossOptions lo;
-      lo.chunk_rows = tc.loss_chunk_tokens;
-      lo.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
-      out["loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
-        lm_head_cross_entropy(h, w, targets, lo).backward();
-        h.mutable_grad().reset();
-        zero();
-      });
-    }
-    batch_loss(m, tokens, device, precision, tc.loss_chunk_tokens).total.backward();
-    out["optimizer_ms"] = median_ms(device, opts, [&] { opt.step(1e-6); });
-    zero();
-  }
+  if (!opts.step_only)
+    bench_parts(out, m, opt, step, teacher ? &*teacher : nullptr, cfg, tokens, precision, device,
+                opts);
   synchronize(device);
   reset_peak_memory(device);
   const double step_ms =

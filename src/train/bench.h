@@ -18,7 +18,8 @@ struct BenchOptions {
 
 // Times, for micro-batch × seq_len of the config's train section on its device and precision:
 // forward (no grad), forward + loss + backward, the fused loss alone (forward + backward), the
-// optimizer update, and a whole step (TrainStep: backward, clipping, AdamW, zeroing). Returns
+// optimizer update, and a whole step (TrainStep: backward, clipping, AdamW, zeroing); with
+// kd.teacher, the step distills and the teacher's forward and the KD loss are timed too. Returns
 // milliseconds per part, tokens/s, MFU and the step's peak memory.
 Json bench_step(const config::Config& cfg, const BenchOptions& opts);
 
