@@ -56,11 +56,12 @@ class TrustTest : public ::testing::Test {
   void SetUp() override {
     std::string text;
     uint32_t x = 5;
-    const char* words[] = {"deep", "thin", "models", "share", "layers", "and", "train",
+    const char* words[] = {"deep", "thin", "models", "share", "layers", "and",  "train",
                            "fast", "on",   "phones", "the",   "a",      "small"};
     for (int d = 0; d < 120; ++d) {
       std::string doc;
-      for (int k = 0; k < 60; ++k) doc += std::string(words[((x = x * 1664525u + 1013904223u) >> 27) % 13]) + " ";
+      for (int k = 0; k < 60; ++k)
+        doc += std::string(words[((x = x * 1664525u + 1013904223u) >> 27) % 13]) + " ";
       Json j = Json::object();
       j["text"] = doc;
       text += json::dump(j) + "\n";
@@ -79,15 +80,15 @@ class TrustTest : public ::testing::Test {
     p.val_fraction = 0.1;
     data::prepare_dataset(p);
     write_text(root() / "cfg.yaml", "run: {root: " + (root() / "runs").string() +
-                                         "}\nmodel: {vocab_size: 300, dim: 32, n_layers: 2, "
-                                         "n_heads: 4, n_kv_heads: 2, max_seq_len: 32}\n"
-                                         "data: {path: " +
-                                         (root() / "data").string() + ", tokenizer: " +
-                                         (root() / "tok" / "tokenizer.model").string() +
-                                         "}\ntrain: {micro_batch_size: 2, seq_len: 16, "
-                                         "max_steps: 4, device: cpu}\nschedule: {warmup_steps: "
-                                         "1}\neval: {every: 0, batches: 1}\ncheckpoint: {every: "
-                                         "2, keep_last: 2}\nlog: {every: 1, tensorboard: false}\n");
+                                        "}\nmodel: {vocab_size: 300, dim: 32, n_layers: 2, "
+                                        "n_heads: 4, n_kv_heads: 2, max_seq_len: 32}\n"
+                                        "data: {path: " +
+                                        (root() / "data").string() + ", tokenizer: " +
+                                        (root() / "tok" / "tokenizer.model").string() +
+                                        "}\ntrain: {micro_batch_size: 2, seq_len: 16, "
+                                        "max_steps: 4, device: cpu}\nschedule: {warmup_steps: "
+                                        "1}\neval: {every: 0, batches: 1}\ncheckpoint: {every: "
+                                        "2, keep_last: 2}\nlog: {every: 1, tensorboard: false}\n");
   }
   const fs::path& root() const { return tmp_.path(); }
   fs::path run(const std::string& name) const { return root() / "runs" / name; }
@@ -123,8 +124,8 @@ TEST_F(TrustTest, ExportNeverReplacesTheRunItReads) {
           {"--out", "step_2"});
   // Nor is a file deepthin did not write, for a format that writes files.
   write_text(root() / "notes.txt", "my notes");
-  refused("export " + run("a").string() + " --format gguf --out " + (root() / "notes.txt").string() +
-              " --force",
+  refused("export " + run("a").string() + " --format gguf --out " +
+              (root() / "notes.txt").string() + " --force",
           {"--out", "notes.txt", "GGUF"});
   // An earlier export of the same format is replaced.
   auto once = run_cli("export " + run("a").string() + " --format gguf --out " +
@@ -144,9 +145,9 @@ TEST_F(TrustTest, ForceNeverReplacesALockedRunOrAUsersDirectory) {
   ASSERT_EQ(train("live").status, 0);
   {
     DirLock trainer(run("live"), "run directory");  // as a running trainer holds it
-    refused("init " + (root() / "cfg.yaml").string() + " --out " + run("live").string() +
-                " --force",
-            {"--out", "in use"});
+    refused(
+        "init " + (root() / "cfg.yaml").string() + " --out " + run("live").string() + " --force",
+        {"--out", "in use"});
     refused("export " + run("live").string() + " --format hf --out " + run("live").string() +
                 " --force",
             {"--out"});
@@ -169,8 +170,8 @@ TEST_F(TrustTest, ForceNeverReplacesALockedRunOrAUsersDirectory) {
   ASSERT_EQ(run_cli("init " + (root() / "cfg.yaml").string() + " --out " + (root() / "m").string())
                 .status,
             0);
-  EXPECT_EQ(run_cli("init " + (root() / "cfg.yaml").string() + " --out " +
-                    (root() / "m").string() + " --force")
+  EXPECT_EQ(run_cli("init " + (root() / "cfg.yaml").string() + " --out " + (root() / "m").string() +
+                    " --force")
                 .status,
             0);
   // The tokenizer trainer does not overwrite a tokenizer without --force.
@@ -183,14 +184,16 @@ TEST_F(TrustTest, NamesNeverEscapeTheirRoot) {
   refused("train " + (root() / "cfg.yaml").string() + " --set run.name=../../escape",
           {"run.name", "../../escape", "'/'"});
   refused("train " + (root() / "cfg.yaml").string() + " --set run.name=..", {"run.name"});
-  write_text(root() / "exp.yaml", "base: cfg.yaml\nzip:\n  names: [ok, ../../evil]\n"
-                                  "  model.dim: [32, 64]\n");
+  write_text(root() / "exp.yaml",
+             "base: cfg.yaml\nzip:\n  names: [ok, ../../evil]\n"
+             "  model.dim: [32, 64]\n");
   refused("sweep " + (root() / "exp.yaml").string() + " --dry-run", {"zip names", "../../evil"});
   refused("sweep " + (root() / "exp.yaml").string(), {"zip names", "../../evil"});
   write_text(root() / "exp2.yaml", "name: ../up\nbase: cfg.yaml\ngrid: {model.dim: [32]}\n");
   refused("sweep " + (root() / "exp2.yaml").string(), {"name", "../up"});
-  write_text(root() / "exp3.yaml",
-             "base: cfg.yaml\nteacher: {name: a/b, set: {model.dim: 32}}\ngrid: {model.dim: [32]}\n");
+  write_text(
+      root() / "exp3.yaml",
+      "base: cfg.yaml\nteacher: {name: a/b, set: {model.dim: 32}}\ngrid: {model.dim: [32]}\n");
   refused("sweep " + (root() / "exp3.yaml").string() + " --dry-run", {"teacher name", "a/b"});
   // Grid values become run names only as safe characters.
   write_text(root() / "exp4.yaml", "base: cfg.yaml\ngrid: {run.root: [../../x]}\n");
@@ -243,8 +246,8 @@ TEST_F(TrustTest, NumbersAreNeverSilentlyWrong) {
   refused("generate " + run("a").string() + " --prompt hi --temperature inf", {"--temperature"});
   refused("generate " + run("a").string() + " --prompt hi --top-p 0", {"--top-p"});
   refused("data prepare --tokenizer " + (root() / "tok" / "tokenizer.model").string() +
-              " --input " + (root() / "corpus.jsonl").string() +
-              " --format jsonl --out " + (root() / "d2").string() + " --val-fraction nan",
+              " --input " + (root() / "corpus.jsonl").string() + " --format jsonl --out " +
+              (root() / "d2").string() + " --val-fraction nan",
           {"--val-fraction"});
   // A prompt longer than the window: refused with the numbers, not an empty answer.
   std::string prompt;
@@ -287,9 +290,7 @@ TEST_F(TrustTest, DataAreCheckedAgainstTheModelsVocabulary) {
   ASSERT_GT(bytes.size(), 64u + 200u);
   const uint16_t big = 4000;
   std::memcpy(bytes.data() + 64 + 2 * 100, &big, 2);
-  {
-    std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes;
-  }
+  { std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes; }
   refused("train " + (root() / "cfg.yaml").string() + " --set run.name=v",
           {"train_000000.bin", "4000", "model.vocab_size", "300"});
 }
@@ -323,10 +324,10 @@ TEST_F(TrustTest, AllocationSizesAreCheckedBeforeTheAllocation) {
 TEST(PathRules, NamesAreSingleComponents) {
   for (const char* ok : {"a", "run-1_s2", "L30-d512_type-relu_s1", "été", "..a", "a..", ".hidden"})
     EXPECT_EQ(path_component_problem(ok), "") << ok;
-  for (const std::string& bad : {std::string(""), std::string("."), std::string(".."),
-                                std::string("a/b"), std::string("/abs"), std::string("a\\b"),
-                                std::string("a\0b", 3), std::string("tab\there"),
-                                std::string(129, 'x'), std::string("\xff\xfe")})
+  for (const std::string& bad :
+       {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
+        std::string("/abs"), std::string("a\\b"), std::string("a\0b", 3), std::string("tab\there"),
+        std::string(129, 'x'), std::string("\xff\xfe")})
     EXPECT_NE(path_component_problem(bad), "") << bad;
   EXPECT_TRUE(is_within("/a/b/c", "/a/b"));
   EXPECT_TRUE(is_within("/a/b", "/a/b/"));
