@@ -170,21 +170,6 @@ OutputKind model_dir_output() {
           {}};
 }
 
-at::Tensor host_copy(const at::Tensor& t, at::ScalarType dtype) {
-  const at::Tensor src = t.detach();
-  if (!src.is_cuda()) return src.to(at::kCPU, dtype, /*non_blocking=*/false, /*copy=*/true);
-  at::Tensor out = at::empty(src.sizes(), at::TensorOptions().dtype(dtype).pinned_memory(true));
-  out.copy_(src);
-  return out;
-}
-
-TensorList host_model_tensors(const model::Decoder& m, const SaveOptions& opts) {
-  TensorList tensors;
-  for (auto& [name, t] : model_tensors(m, opts.expand_shared))
-    tensors.emplace_back(name, host_copy(t, opts.dtype));
-  return tensors;
-}
-
 void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
                       const config::Config& c, const SaveOptions& opts) {
   TensorList tensors;

@@ -44,14 +44,10 @@ OutputKind model_dir_output();
 // atomically one by one).
 void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
                       const config::Config& c, const SaveOptions& opts = {});
-// The two halves of save_model_files, for writers that run apart from the model (asynchronous
-// checkpoints): the tensors as they will be stored, copied to host memory (never sharing storage
-// with the live model), and the files from them.
-TensorList host_model_tensors(const model::Decoder& m, const SaveOptions& opts = {});
+// The files of save_model_files from tensors already in host memory, for writers that run apart
+// from the model (asynchronous checkpoints copy them with train/checkpoint.h's HostStaging).
 void write_model_files(const std::filesystem::path& dir, const TensorList& tensors,
                        const config::Config& c, const SaveOptions& opts = {});
-// A host copy of t in `dtype` that shares no storage with t (pinned memory for a CUDA tensor).
-at::Tensor host_copy(const at::Tensor& t, at::ScalarType dtype);
 
 // Copies `tensors` into the model's parameters; every parameter must be present with its shape.
 // Tensors the model does not have are an error, except rotary caches older transformers saved.

@@ -149,13 +149,9 @@ void bench_kd_parts(Json& out, Teacher& teacher, model::Decoder& m, const config
   auto w = m->output_weight();
   auto wt = teacher.model->output_weight().detach().to(device);
   auto targets = tokens.narrow(1, 1, T).reshape({-1});
-  KdLossOptions ko;
-  ko.loss = cfg.kd.loss;
-  ko.temperature = cfg.kd.temperature;
-  ko.ratio = cfg.kd.ratio;
-  ko.chunk_rows = cfg.train.loss_chunk_tokens;
-  ko.compute_dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
-  ko.closed_form = device.is_cuda();  // as the training step runs it
+  const KdLossOptions ko =
+      kd_loss_options(cfg.kd, cfg.train.loss_chunk_tokens,
+                      precision == Precision::bf16 ? at::kBFloat16 : at::kFloat, device);
   out["kd_loss_fwd_bwd_ms"] = median_ms(device, opts, [&] {
     distillation_loss(h, w, th, wt, targets, ko).total.backward();
     h.mutable_grad().reset();

@@ -180,6 +180,18 @@ class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
 
 }  // namespace
 
+KdLossOptions kd_loss_options(const config::KdConfig& kd, int64_t chunk_rows,
+                              at::ScalarType compute_dtype, const c10::Device& device) {
+  KdLossOptions o;
+  o.loss = kd.loss;
+  o.temperature = kd.temperature;
+  o.ratio = kd.ratio;
+  o.chunk_rows = chunk_rows;
+  o.compute_dtype = compute_dtype;
+  o.closed_form = device.is_cuda();
+  return o;
+}
+
 KdLossParts distillation_loss(const at::Tensor& student_hidden, const at::Tensor& student_weight,
                               const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
                               const at::Tensor& targets, const KdLossOptions& opts) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "config/train_config.h"
 
@@ -30,6 +31,11 @@ struct KdLossParts {
   at::Tensor ce;     // the next-token cross-entropy (detached)
   at::Tensor kd;     // the divergence, without the T² factor (detached)
 };
+
+// The options the training step uses for kd: on a GPU, the closed-form gradients; on the CPU, the
+// autograd reference.
+KdLossOptions kd_loss_options(const config::KdConfig& kd, int64_t chunk_rows,
+                              at::ScalarType compute_dtype, const c10::Device& device);
 
 // student_hidden [N, D], student_weight [V, D], teacher_hidden [N, Dt], teacher_weight [V, Dt],
 // targets [N]. The teacher tensors take no gradient.

@@ -134,13 +134,7 @@ BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Dev
                 .count();
       }
     }
-    KdLossOptions ko;
-    ko.loss = kd->loss;
-    ko.temperature = kd->temperature;
-    ko.ratio = kd->ratio;
-    ko.chunk_rows = chunk;
-    ko.compute_dtype = compute;
-    ko.closed_form = device.is_cuda();  // the CPU keeps the autograd reference
+    const KdLossOptions ko = kd_loss_options(*kd, chunk, compute, device);
     auto parts = distillation_loss(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(), th,
                                    teacher->model->output_weight().to(device), targets, ko);
     return {parts.total, parts.ce, parts.kd};
