@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# GPU-machine measurements for goodput (issue 24) and data throughput (issue 22), in two stages
-# that each build first when build/deepthin is missing:
-#   scripts/gpu_goodput.sh a   shards from the carried .carry/corpus.jsonl.gz (gzip read through
-#                              Arrow); `deepthin bench` of MobileLLM-125M at micro-batch 16; the
-#                              goodput run (2,000 steps, asynchronous checkpoints every 200,
-#                              validation every 1,000) and its ratio to the bench's tokens/s.
-#   scripts/gpu_goodput.sh b   data prepare throughput at 1, 4 and 16 threads; MobileLLM-1.5B:
-#                              what training waits at each checkpoint; then
-#                              deepthin eval against lm-eval at the published item counts (lm-eval
-#                              from carried wheels in .whl) on a 125M trained for 200 steps.
+# GPU-machine measurements for goodput (issue 24) and data throughput (issue 22), in stages that each
+# build first when build/deepthin is missing; name one or more, in order (`ab` = all four):
+#   a       shards from the carried .carry/corpus.jsonl.gz (gzip read through Arrow); `deepthin bench`
+#           of MobileLLM-125M at micro-batch 16; the goodput run (2,000 steps, asynchronous
+#           checkpoints every 200, validation every 1,000) and its ratio to the bench's tokens/s.
+#   data    data prepare throughput at 1, 4 and 16 threads against SentencePiece and HF tokenizers.
+#   big     MobileLLM-1.5B: what training waits at each checkpoint.
+#   lmeval  deepthin eval against lm-eval at the published item counts (lm-eval from the wheels
+#           carried in .whl; .whl/alt holds an older `datasets` for an older pyarrow) on a 125M
+#           trained for 200 steps.
 # STEPS and EVAL_EVERY shorten stage a's run (default 2000 and 1000, as the issue asks);
 # SKIP_BENCH=1 leaves the bench out (then only the run's own goodput is printed).
-# Carry: .carry (corpus.jsonl.gz, tokenizer-4096.model) and, for b, .whl. Results in $OUT.
+# Carry: .carry (corpus.jsonl.gz, tokenizer-4096.model) and, for lmeval, .whl. Results in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/gpu_env.sh
@@ -68,13 +68,16 @@ EOF
   stamp "stage a done"
 }
 
-stage_b() {
-  shards
+stage_data() {
   zcat .carry/corpus.jsonl.gz > $W/corpus.jsonl
-  timeout 150 python3 scripts/bench/prepare_speed.py --deepthin $D --tokenizer .carry/tokenizer-4096.model \
-    --input $W/corpus.jsonl --mb 40 --threads 1,4,16 > "$OUT/prepare_speed.txt" 2>&1
+  timeout 240 python3 scripts/bench/prepare_speed.py --deepthin $D --tokenizer .carry/tokenizer-4096.model \
+    --input $W/corpus.jsonl --mb 100 --threads 1,4,16 > "$OUT/prepare_speed.txt" 2>&1
   cat "$OUT/prepare_speed.txt"
   stamp "prepare speed done"
+}
+
+stage_big() {
+  shards
   rm -rf $W/runs/big
   $D train configs/pretrain/mobilellm-1.5b.yaml --set run.root=$W/runs --set run.name=big \
     --set data.path=$W/shards --set 'data.tokenizer=""' \
@@ -83,26 +86,48 @@ stage_b() {
   stamp "1.5B exit $?"
   grep -E "goodput|checkpoint step|page-locked|parameters" $W/runs/big/train.log | tail -10
   rm -rf $W/runs/big
+}
+
+# lm-eval from the carried wheels; the older `datasets` in .whl/alt when the image's pyarrow is too
+# old for the newer one (checked by loading a JSON file, as lm-eval's tasks do).
+lm_eval_env() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl > /dev/null 2>&1
+  export PYTHONPATH=/tmp/site
+  local probe='import datasets, lm_eval, sys, json; open("/tmp/p.jsonl","w").write(json.dumps({"a":1})+"\n"); datasets.load_dataset("json", data_files="/tmp/p.jsonl", cache_dir="/tmp/p-cache")'
+  if ! python3 -c "$probe" > /tmp/probe.log 2>&1; then
+    tail -3 /tmp/probe.log
+    echo "datasets $(python3 -c 'import pyarrow; print(pyarrow.__version__)') pyarrow: trying .whl/alt"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/alt/*.whl > /dev/null 2>&1
+    python3 -c "$probe" || return 1
+  fi
+  python3 -c 'import datasets, lm_eval, pyarrow; print("lm_eval", lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", "datasets", datasets.__version__, "pyarrow", pyarrow.__version__)'
+}
+
+stage_lmeval() {
+  shards
   # A 125M on the carried 4096-piece tokenizer: lm-eval needs the tokenizer beside the weights.
   rm -rf $W/runs/small
   $D train $C125 --set run.root=$W/runs --set run.name=small --set data.path=$W/shards \
     --set data.tokenizer=.carry/tokenizer-4096.model --set model.vocab_size=4096 \
     --set train.micro_batch_size=16 --set train.max_steps=200 --set eval.every=0 > /dev/null 2>&1
   stamp "small 125M exit $?"
-  local model=$W/runs/small
-  if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-    timeout 300 python3 scripts/eval/lm_eval_speed.py $model --published --device cuda \
-      --batch-size 64 --cli $D --work $W/lmeval > "$OUT/lm_eval_speed.txt" 2>&1
-    tail -14 "$OUT/lm_eval_speed.txt"
-  fi
-  stamp "stage b done"
+  lm_eval_env || { echo "lm-eval could not be imported"; return 1; }
+  timeout 400 python3 scripts/eval/lm_eval_speed.py $W/runs/small --published --device cuda \
+    --batch-size 64 --cli $D --work $W/lmeval > "$OUT/lm_eval_speed.txt" 2>&1
+  tail -14 "$OUT/lm_eval_speed.txt"
+  stamp "lm-eval done"
 }
 
-case "${1:-a}" in
-  a) stage_a ;;
-  b) stage_b ;;
-  ab) stage_a; stage_b ;;
-  *) echo "usage: $0 a|b|ab" >&2; exit 2 ;;
-esac
+[ $# -eq 0 ] && set -- a
+for stage in "$@"; do
+  case "$stage" in
+    a) stage_a ;;
+    data) stage_data ;;
+    big) stage_big ;;
+    lmeval) stage_lmeval ;;
+    ab) stage_a; stage_data; stage_big; stage_lmeval ;;
+    *) echo "usage: $0 a|data|big|lmeval|ab ..." >&2; exit 2 ;;
+  esac
+done

@@ -35,7 +35,19 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# 2. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
+# 2. The export runtimes (ExecuTorch, llama.cpp, gguf) in .venv-export, set up in the background while
+#    steps 3 and 4 run (on a fresh machine it downloads and compiles llama.cpp, the longest part of a
+#    first setup); DEEPTHIN_NO_EXPORT=1 skips them (the export tests then fail: they run only in the
+#    real runtimes).
+export_pid=""
+export_log=${TMPDIR:-/tmp}/deepthin-setup-export.$$.log
+if [ -z "${DEEPTHIN_NO_EXPORT:-}" ]; then
+  scripts/setup_export.sh > "$export_log" 2>&1 &
+  export_pid=$!
+  trap 'kill "$export_pid" 2>/dev/null || true' EXIT  # a failed step below does not leave it running
+fi
+
+# 3. Python with torch. Prefer an existing .venv; else a machine python3 that already has torch (the GPU
 #    machine); else create .venv with the CPU wheel of torch 2.13.0 and the cross-check packages.
 have_py() { "$1" -c 'import torch, transformers, safetensors, numpy, tensorboard, matplotlib, sentencepiece, google.protobuf, lm_eval, pyarrow' >/dev/null 2>&1; }
 # lm-eval: deepthin eval's parity test runs lm-evaluation-harness itself.
@@ -59,12 +71,6 @@ else
 fi
 log "python: $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
 
-# 3. The export runtimes (ExecuTorch, llama.cpp, gguf) in .venv-export; DEEPTHIN_NO_EXPORT=1 skips them
-#    (the export tests then fail: they run only in the real runtimes).
-if [ -z "${DEEPTHIN_NO_EXPORT:-}" ]; then
-  scripts/setup_export.sh || log "warning: scripts/setup_export.sh failed; the export tests will fail"
-fi
-
 # 4. Configure and build, into build/ (or DEEPTHIN_BUILD_DIR).
 B=${DEEPTHIN_BUILD_DIR:-build}
 GEN=()
@@ -77,4 +83,14 @@ cmake -S . -B "$B" "${GEN[@]}" -DDEEPTHIN_PYTHON="$PY" \
   -DCMAKE_BUILD_TYPE="${DEEPTHIN_BUILD_TYPE:-RelWithDebInfo}" ${DEEPTHIN_CMAKE_ARGS:-} >/dev/null
 log "building $B with $JOBS jobs"
 cmake --build "$B" -j "$JOBS" ${DEEPTHIN_BUILD_TARGET:+--target "$DEEPTHIN_BUILD_TARGET"}
+if [ -n "$export_pid" ]; then
+  log "waiting for the export runtimes (scripts/setup_export.sh, log: $export_log)"
+  if wait "$export_pid"; then
+    grep -F "[setup-export]" "$export_log" >&2 || true
+    rm -f "$export_log"
+  else
+    tail -20 "$export_log" >&2
+    log "warning: scripts/setup_export.sh failed (log: $export_log); the export tests will fail"
+  fi
+fi
 log "ready: $B/deepthin"

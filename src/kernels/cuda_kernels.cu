@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "kernels/cuda_kernels.h"
 
@@ -83,9 +85,24 @@ int last_error() {
   return static_cast<int>(cudaGetLastError());
 }
 
+// One instantiation per ITERS = 1..N of a kernel template, chosen at run time: `make` maps
+// std::integral_constant<int, I> to the kernel for I (all of one pointer type).
+template <typename Make, int... I>
+auto pick_from_table(int iters, Make& make, std::integer_sequence<int, I...>) {
+  using K = decltype(make(std::integral_constant<int, 1>{}));
+  const K table[] = {make(std::integral_constant<int, I + 1>{})...};
+  return table[iters - 1];
+}
+
+template <int N, typename Make>
+auto kernel_for_iters(int iters, Make make) {
+  return pick_from_table(iters, make, std::make_integer_sequence<int, N>{});
+}
+
 // ---------------------------------------------------------------- RMSNorm
 
 constexpr int kNormThreads = 256;  // 8 warps, one row per warp
+constexpr int kMaxNormIters = 8;   // the cached kernels hold up to 8 x 128 = 1,024 columns a row
 
 template <typename X, typename Dl, typename W, typename H, int VEC>
 __global__ void __launch_bounds__(kNormThreads)
@@ -559,7 +576,8 @@ int rms_norm_forward_cached(const void* x, DType x_t, const void* delta, DType d
                             const void* weight, DType w_t, void* sum, void* h, DType h_t,
                             float* rstd, int64_t rows, int64_t dim, float eps, void* stream) {
   const int iters = static_cast<int>((dim + 127) / 128);
-  if (dim % 4 != 0 || iters < 1 || iters > 8) return static_cast<int>(cudaErrorInvalidValue);
+  if (dim % 4 != 0 || iters < 1 || iters > kMaxNormIters)
+    return static_cast<int>(cudaErrorInvalidValue);
   if (rows == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   const unsigned grid = blocks_for(rows, kNormThreads / 32);
@@ -568,13 +586,9 @@ int rms_norm_forward_cached(const void* x, DType x_t, const void* delta, DType d
     using Dl = decltype(dv);
     using W = decltype(wv);
     using H = decltype(hv);
-    using K = decltype(&rms_forward_cached_kernel<X, Dl, W, H, 1>);
-    static constexpr K table[] = {
-        rms_forward_cached_kernel<X, Dl, W, H, 1>, rms_forward_cached_kernel<X, Dl, W, H, 2>,
-        rms_forward_cached_kernel<X, Dl, W, H, 3>, rms_forward_cached_kernel<X, Dl, W, H, 4>,
-        rms_forward_cached_kernel<X, Dl, W, H, 5>, rms_forward_cached_kernel<X, Dl, W, H, 6>,
-        rms_forward_cached_kernel<X, Dl, W, H, 7>, rms_forward_cached_kernel<X, Dl, W, H, 8>};
-    table[iters - 1]<<<grid, kNormThreads, 0, s>>>(
+    auto kernel = kernel_for_iters<kMaxNormIters>(
+        iters, [](auto n) { return rms_forward_cached_kernel<X, Dl, W, H, decltype(n)::value>; });
+    kernel<<<grid, kNormThreads, 0, s>>>(
         static_cast<const X*>(x), static_cast<const Dl*>(delta), static_cast<const W*>(weight),
         static_cast<X*>(sum), static_cast<H*>(h), rstd, rows, static_cast<int>(dim), eps);
     return last_error();
@@ -632,19 +646,15 @@ int rms_norm_backward_cached(const void* grad_h, DType h_t, const void* grad_sum
                              void* grad_x, void* grad_delta, DType delta_t, float* weight_partial,
                              int blocks, int64_t rows, int64_t dim, void* stream) {
   const int iters = static_cast<int>((dim + 127) / 128);
-  if (dim % 4 != 0 || iters < 1 || iters > 8) return static_cast<int>(cudaErrorInvalidValue);
+  if (dim % 4 != 0 || iters < 1 || iters > kMaxNormIters)
+    return static_cast<int>(cudaErrorInvalidValue);
   auto pick = [iters](auto xv, auto dv, auto wv, auto hv) {
     using X = decltype(xv);
     using Dl = decltype(dv);
     using W = decltype(wv);
     using H = decltype(hv);
-    using K = decltype(&rms_backward_cached_kernel<X, Dl, W, H, 1>);
-    static constexpr K table[] = {
-        rms_backward_cached_kernel<X, Dl, W, H, 1>, rms_backward_cached_kernel<X, Dl, W, H, 2>,
-        rms_backward_cached_kernel<X, Dl, W, H, 3>, rms_backward_cached_kernel<X, Dl, W, H, 4>,
-        rms_backward_cached_kernel<X, Dl, W, H, 5>, rms_backward_cached_kernel<X, Dl, W, H, 6>,
-        rms_backward_cached_kernel<X, Dl, W, H, 7>, rms_backward_cached_kernel<X, Dl, W, H, 8>};
-    return table[iters - 1];
+    return kernel_for_iters<kMaxNormIters>(
+        iters, [](auto n) { return rms_backward_cached_kernel<X, Dl, W, H, decltype(n)::value>; });
   };
   return launch_norm_backward(pick, grad_h, h_t, grad_sum, s, x_t, weight, w_t, rstd, grad_x,
                               grad_delta, delta_t, weight_partial, blocks, rows, dim, stream);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# On the GPU machine: the distillation table of the KD issue. MobileLLM-125M as the student, with a
+# MobileLLM-350M-shaped teacher at micro-batch 16 and a MobileLLM-1B-shaped teacher at micro-batch 8
+# (random weights from `deepthin init`: speed does not depend on them). For each: `deepthin bench`
+# without a teacher and with it; the KD bench times the teacher's forward and the KD loss apart.
+#   scripts/gpu_kd.sh           builds build/deepthin first when it is missing; results in $OUT
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/gpu_env.sh
+OUT=${OUT:-/tmp/deepthin-gpu}
+W=/tmp/dt-kd
+mkdir -p "$OUT" $W
+if [ ! -x build/deepthin ]; then
+  DEEPTHIN_JOBS=16 DEEPTHIN_BUILD_TARGET=deepthin scripts/setup.sh > "$OUT/setup.log" 2>&1 ||
+    { tail -40 "$OUT/setup.log"; exit 1; }
+fi
+D=build/deepthin
+C125=configs/pretrain/mobilellm-125m.yaml
+for t in 350m 1b; do
+  [ -d $W/t$t ] || $D init configs/pretrain/mobilellm-$t.yaml --out $W/t$t > /dev/null || exit 1
+done
+run() {  # NAME MICRO_BATCH [TEACHER]
+  local kd=()
+  [ -n "${3:-}" ] && kd=(--set kd.teacher=$W/t$3)
+  timeout 240 $D bench $C125 --set train.device=cuda --set train.micro_batch_size=$2 "${kd[@]}" \
+    --steps 20 --warmup 5 > "$OUT/kd_$1.json" 2> "$OUT/kd_$1.err" ||
+    { echo "bench $1 failed"; tail -5 "$OUT/kd_$1.err"; }
+}
+run plain16 16
+run t350m 16 350m
+run plain8 8
+run t1b 8 1b
+python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def load(n):
+    try:
+        return json.load(open(os.path.join(out, f"kd_{n}.json")))
+    except Exception:
+        return None
+print("| teacher | micro-batch | no teacher: tokens/s (step ms, launch) | with teacher: tokens/s (step ms, launch) "
+      "| ratio | teacher forward ms | KD loss fwd+bwd ms | plain loss fwd+bwd ms | student + teacher + 10% ms |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, plain, kd, mb in (("350M-shaped", "plain16", "t350m", 16), ("1B-shaped", "plain8", "t1b", 8)):
+    p, k = load(plain), load(kd)
+    if not p or not k:
+        print(f"| {name} | {mb} | missing | missing | | | | | |")
+        continue
+    bound = (p["step_ms"] + k["teacher_forward_ms"]) * 1.10
+    print(f"| {name} | {mb} | {p['tokens_per_s']:,.0f} ({p['step_ms']:.1f}, {p['launch']}) | "
+          f"{k['tokens_per_s']:,.0f} ({k['step_ms']:.1f}, {k['launch']}) | {k['tokens_per_s'] / p['tokens_per_s']:.3f} | "
+          f"{k['teacher_forward_ms']:.1f} | {k['kd_loss_fwd_bwd_ms']:.1f} | {k['loss_fwd_bwd_ms']:.1f} | {bound:.1f} |")
+EOF
