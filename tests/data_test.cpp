@@ -160,14 +160,21 @@ TEST_F(DataTest, OutputIsByteIdenticalWhateverTheThreadCount) {
   b.threads = 3;
   b.val_fraction = 0.1;
   b.shard_tokens = 5000;
+  auto c = b;  // more workers than cores: documents finish out of order
+  c.out = tmp_ / "c";
+  c.threads = 8;
   data::prepare_dataset(a);
   data::prepare_dataset(b);
+  data::prepare_dataset(c);
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(tmp_ / "a")) names.insert(e.path().filename());
-  std::set<std::string> names_b;
-  for (const auto& e : fs::directory_iterator(tmp_ / "b")) names_b.insert(e.path().filename());
-  EXPECT_EQ(names, names_b);
-  for (const auto& n : names) EXPECT_EQ(read_text(tmp_ / "a" / n), read_text(tmp_ / "b" / n)) << n;
+  for (const char* other : {"b", "c"}) {
+    std::set<std::string> names_o;
+    for (const auto& e : fs::directory_iterator(tmp_ / other)) names_o.insert(e.path().filename());
+    EXPECT_EQ(names, names_o);
+    for (const auto& n : names)
+      EXPECT_EQ(read_text(tmp_ / "a" / n), read_text(tmp_ / other / n)) << other << "/" << n;
+  }
 }
 
 TEST(Permutation, IsABijectionForAnySize) {
@@ -412,8 +419,10 @@ TEST_F(DataTest, CliErrorsExitTwo) {
   auto r = run_cli("data prepare --tokenizer " + tok_path_.string() + " --input " +
                    corpus_.string() + " --format xml --out " + (tmp_ / "o").string());
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("unknown input format 'xml'; expected auto | text | jsonl | jsonl-tokens | parquet"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find(
+          "unknown input format 'xml'; expected auto | text | jsonl | jsonl-tokens | parquet"),
+      std::string::npos)
       << r.err;
   r = run_cli("data prepare --tokenizer " + (tmp_ / "missing.model").string() + " --input " +
               corpus_.string() + " --format jsonl --out " + (tmp_ / "o").string());

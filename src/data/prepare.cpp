@@ -118,165 +118,188 @@ class SplitWriter {
 
 namespace {
 
-// A queue of at most `cap` items between two threads. abort() wakes and fails both sides.
-template <class T>
-class BoundedQueue {
- public:
-  explicit BoundedQueue(size_t cap) : cap_(cap) {}
-  bool push(T v) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return aborted_ || q_.size() < cap_; });
-    if (aborted_) return false;
-    q_.push_back(std::move(v));
-    cv_.notify_all();
-    return true;
-  }
-  // False once closed and drained, or aborted.
-  bool pop(T& v) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return aborted_ || closed_ || !q_.empty(); });
-    if (aborted_ || q_.empty()) return false;
-    v = std::move(q_.front());
-    q_.pop_front();
-    cv_.notify_all();
-    return true;
-  }
-  void close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void abort() {
-    std::lock_guard<std::mutex> lock(mu_);
-    aborted_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  size_t cap_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<T> q_;
-  bool closed_ = false, aborted_ = false;
-};
-
-// Read → tokenise → write, overlapped. The caller's thread reads and batches documents (about 4 MB
-// or 4,096 documents a batch); a tokenising thread encodes each batch on `threads` workers, which
-// take documents one at a time (sizes vary a lot) and keep their own word caches; a writing thread
-// hands the batches, in order, to `write`. Each queue holds two batches, so memory stays bounded.
-// Without a tokenizer (pre-tokenised input) batches go straight to the writer.
+// Read → tokenise → write, overlapped document by document. The caller's thread reads and numbers
+// the documents; `threads` workers take them in order from one window (a few at a time, up to
+// 64 KB of text) and keep their own word caches, so a long document holds one worker while the
+// others go on with the documents behind it; a writing thread hands the finished documents to
+// `write` in their order, as runs of consecutive ones. The window holds at most max(16 MB, 4 MB a
+// worker) of text read and not yet written, so memory stays bounded whatever the file.
+// Without a tokenizer (pre-tokenised input) documents go straight to the writer.
 class Pipeline {
  public:
   using Batch = std::vector<Document>;
   Pipeline(const Tokenizer* tok, int threads, std::function<void(Batch&)> write)
       : tok_(tok),
-        threads_(threads),
         write_(std::move(write)),
-        caches_(static_cast<size_t>(threads)) {
-    tokenizer_ = std::thread([this] { stage([this] { tokenize_loop(); }); });
+        caches_(static_cast<size_t>(threads)),
+        limit_(std::max<size_t>(16u << 20, static_cast<size_t>(threads) * (4u << 20))) {
+    if (tok_)
+      for (int k = 0; k < threads; ++k)
+        workers_.emplace_back([this, k] { stage([this, k] { work(k); }); });
     writer_ = std::thread([this] { stage([this] { write_loop(); }); });
   }
   ~Pipeline() {
-    if (tokenizer_.joinable()) {
-      to_tokenize_.abort();
-      to_write_.abort();
+    if (writer_.joinable()) {
+      abort();
       join();
     }
   }
   void add(Document d, size_t raw_bytes) {
-    batch_bytes_ += raw_bytes;
-    batch_.push_back(std::move(d));
-    if (batch_bytes_ >= (4u << 20) || batch_.size() >= 4096) send();
+    std::unique_lock<std::mutex> lock(mu_);
+    reader_cv_.wait(lock, [&] { return aborted_ || window_.empty() || bytes_ < limit_; });
+    if (aborted_) {
+      lock.unlock();
+      finish();  // a stage failed: its error is rethrown here
+      fail_runtime("internal: the prepare pipeline stopped without an error");
+    }
+    bytes_ += raw_bytes;
+    window_.push_back({std::move(d), raw_bytes, /*done=*/tok_ == nullptr, false});
+    if (tok_)
+      worker_cv_.notify_one();
+    else
+      writer_cv_.notify_one();
   }
-  // Sends the last batch, waits for every stage, and rethrows the first error of any.
+  // Waits for every stage, and rethrows the first error of any.
   void finish() {
-    if (!batch_.empty()) send();
-    to_tokenize_.close();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    worker_cv_.notify_all();
+    writer_cv_.notify_all();
     join();
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  void send() {
-    if (!to_tokenize_.push(std::move(batch_))) {
-      finish();  // a stage failed: its error is rethrown here
-      fail_runtime("internal: the prepare pipeline stopped without an error");
-    }
-    batch_ = {};
-    batch_bytes_ = 0;
-  }
+  struct Slot {
+    Document doc;
+    size_t bytes = 0;
+    bool done = false;
+    bool cached = false;  // encoded through a word cache
+  };
+
   void join() {
-    tokenizer_.join();
-    writer_.join();
+    for (auto& w : workers_)
+      if (w.joinable()) w.join();
+    if (writer_.joinable()) writer_.join();
+  }
+  void abort() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      aborted_ = true;
+    }
+    reader_cv_.notify_all();
+    worker_cv_.notify_all();
+    writer_cv_.notify_all();
   }
   template <class F>
   void stage(F&& f) {
     try {
       f();
     } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu_);
-      if (!error_) error_ = std::current_exception();
-      to_tokenize_.abort();
-      to_write_.abort();
+      {
+        std::lock_guard<std::mutex> lock(error_mu_);
+        if (!error_) error_ = std::current_exception();
+      }
+      abort();
     }
   }
-  void tokenize_loop() {
-    Batch b;
-    while (to_tokenize_.pop(b)) {
-      if (tok_) encode(b);
-      if (!to_write_.push(std::move(b))) return;
-      b = {};
+  // A worker: claims the next documents of the window (references into a deque stay valid while
+  // others are pushed at the back and popped at the front), encodes them, marks them done.
+  void work(int k) {
+    std::vector<Slot*> mine;
+    for (;;) {
+      mine.clear();
+      size_t first = 0;  // the number of the first document claimed
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        worker_cv_.wait(lock,
+                        [&] { return aborted_ || next_ < base_ + window_.size() || closed_; });
+        if (aborted_ || next_ == base_ + window_.size()) return;  // closed and nothing left
+        first = next_;
+        size_t text = 0;
+        while (next_ < base_ + window_.size() && mine.size() < 64 && text < (64u << 10)) {
+          Slot& s = window_[next_++ - base_];
+          text += s.doc.text.size();
+          mine.push_back(&s);
+        }
+      }
+      for (size_t j = 0; j < mine.size(); ++j) encode(*mine[j], k, first + j);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (Slot* s : mine) s->done = true;
+      }
+      writer_cv_.notify_one();
     }
-    to_write_.close();
+  }
+  // The cached path must reproduce the plain one: the first kVerified documents are encoded both
+  // ways (by the workers, in parallel). After a difference the cache is off and the writer encodes
+  // again every document still encoded through it: documents are written in order, so none of those
+  // is written before the difference is known.
+  static constexpr size_t kVerified = 64;
+  void encode(Slot& s, int k, size_t seq) {
+    s.cached = use_cache_.load();
+    if (!s.cached) {
+      s.doc.tokens = tok_->encode(s.doc.text);
+      return;
+    }
+    s.doc.tokens = tok_->encode_cached(s.doc.text, caches_[static_cast<size_t>(k)]);
+    if (seq >= kVerified) return;
+    auto plain = tok_->encode(s.doc.text);
+    if (plain == s.doc.tokens) return;
+    use_cache_ = false;
+    if (!cache_failed_.exchange(true))
+      log::warn("{}: word-cached encoding differs from plain encoding; using plain encoding",
+                tok_->path().string());
+    s.doc.tokens = std::move(plain);
+    s.cached = false;
   }
   void write_loop() {
-    Batch b;
-    while (to_write_.pop(b)) write_(b);
-  }
-  void encode(Batch& batch) {
-    const size_t n = batch.size();
-    const int t = static_cast<int>(std::min<size_t>(threads_, std::max<size_t>(1, n)));
-    std::atomic<size_t> next{0};
-    std::vector<std::exception_ptr> errors(t);
-    auto work = [&](int k) {
-      try {
-        for (size_t i = next++; i < n; i = next++)
-          batch[i].tokens = use_cache_ ? tok_->encode_cached(batch[i].text, caches_[k])
-                                       : tok_->encode(batch[i].text);
-      } catch (...) {
-        errors[k] = std::current_exception();
+    Batch run;
+    std::vector<char> cached;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        writer_cv_.wait(lock, [&] {
+          return aborted_ || (!window_.empty() && window_.front().done) ||
+                 (closed_ && window_.empty());
+        });
+        if (aborted_ || window_.empty()) return;
+        run.clear();
+        cached.clear();
+        while (!window_.empty() && window_.front().done) {
+          Slot& s = window_.front();
+          bytes_ -= s.bytes;
+          run.push_back(std::move(s.doc));
+          cached.push_back(s.cached);
+          window_.pop_front();
+          ++base_;
+        }
       }
-    };
-    std::vector<std::thread> pool;
-    for (int k = 1; k < t; ++k) pool.emplace_back(work, k);
-    work(0);
-    for (auto& th : pool) th.join();
-    for (auto& e : errors)
-      if (e) std::rethrow_exception(e);
-    // The cached path must reproduce the plain one: the first documents are checked, and a
-    // difference turns the cache off.
-    for (size_t i = 0; use_cache_ && i < n && verified_ < 64; ++i, ++verified_) {
-      if (tok_->encode(batch[i].text) != batch[i].tokens) {
-        log::warn("{}: word-cached encoding differs from plain encoding; using plain encoding",
-                  tok_->path().string());
-        use_cache_ = false;
-        for (auto& d : batch) d.tokens = tok_->encode(d.text);
-      }
+      reader_cv_.notify_one();
+      if (cache_failed_)
+        for (size_t i = 0; i < run.size(); ++i)
+          if (cached[i]) run[i].tokens = tok_->encode(run[i].text);
+      write_(run);
     }
   }
 
   const Tokenizer* tok_;
-  int threads_;
   std::function<void(Batch&)> write_;
-  std::vector<Tokenizer::WordCache> caches_;
-  bool use_cache_ = true;
-  int verified_ = 0;
-  Batch batch_;
-  size_t batch_bytes_ = 0;
-  BoundedQueue<Batch> to_tokenize_{2}, to_write_{2};
+  std::vector<Tokenizer::WordCache> caches_;  // one a worker
+  const size_t limit_;
+  std::atomic<bool> use_cache_{true};
+  std::atomic<bool> cache_failed_{false};
+  std::mutex mu_;
+  std::condition_variable reader_cv_, worker_cv_, writer_cv_;
+  std::deque<Slot> window_;  // documents base_ … base_ + size − 1, in reading order
+  size_t base_ = 0, next_ = 0, bytes_ = 0;
+  bool closed_ = false, aborted_ = false;
   std::mutex error_mu_;
   std::exception_ptr error_;
-  std::thread tokenizer_, writer_;
+  std::vector<std::thread> workers_;
+  std::thread writer_;
 };
 
 // The format a file is read in: --format, or (auto) what its name says.

@@ -68,7 +68,7 @@ std::vector<int32_t> Tokenizer::encode_cached(std::string_view text, WordCache& 
       start = end;
       continue;
     }
-    auto it = cache.find(std::string(word));
+    auto it = cache.find(word);
     if (it == cache.end()) {
       if (cache.size() > 2'000'000) cache.clear();  // bound the memory on pathological input
       it = cache.emplace(std::string(word), encode(word)).first;

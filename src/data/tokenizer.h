@@ -27,7 +27,14 @@ class Tokenizer {
   // encoded once and reused. Equal to encode() when no piece spans a space-delimited word boundary,
   // which holds for tokenizers trained with split_by_whitespace (LLaMA's and deepthin's);
   // data prepare verifies the equality on its first documents before relying on it.
-  using WordCache = std::unordered_map<std::string, std::vector<int32_t>>;
+  struct WordHash {
+    using is_transparent = void;  // looked up by string_view, without a string per word
+    size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  using WordCache =
+      std::unordered_map<std::string, std::vector<int32_t>, WordHash, std::equal_to<>>;
   std::vector<int32_t> encode_cached(std::string_view text, WordCache& cache) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
