@@ -147,6 +147,21 @@ def main():
             if decode_bad or not_ties or rate < (1.0 if name == "bpe" else UNIGRAM_MIN):
                 failures.append(f"{name}: {len(strings) - agree} strings encode ({len(not_ties)} "
                                 f"not as a tie) and {decode_bad} decode differently: {first_bad}")
+        # A unigram model without '>' among its pieces: tokenizers' Unigram would read "<s>" in text
+        # as the control piece (an unknown character scores below every piece), so it is refused.
+        no_gt = os.path.join(work, "no_gt.txt")
+        with open(no_gt, "w", encoding="utf-8") as f:
+            f.write(training_text(rng).replace(">", ""))
+        p = subprocess.run([cli, "tokenizer", "train", "--input", no_gt, "--vocab-size", str(VOCAB),
+                            "--model-type", "unigram", "--out", os.path.join(work, "no_gt_tok")],
+                           capture_output=True, text=True)
+        out = os.path.join(work, "no_gt.hf")
+        q = subprocess.run([cli, "export", os.path.join(work, "unigram"), "--format", "hf", "--tokenizer",
+                            os.path.join(work, "no_gt_tok", "tokenizer.model"), "--out", out],
+                           capture_output=True, text=True)
+        if p.returncode != 0 or q.returncode != 2 or "'>'" not in q.stderr or os.path.exists(out):
+            failures.append(f"unigram model without '>': train {p.returncode}, export {q.returncode}: "
+                            f"{q.stderr.strip()[-300:]}")
         # A model whose encoding tokenizer.json cannot reproduce is refused, by name, writing nothing.
         spm.SentencePieceTrainer.train(input=text, model_prefix=os.path.join(work, "rew"), vocab_size=VOCAB,
                                        model_type="bpe", byte_fallback=True,
