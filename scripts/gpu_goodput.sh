@@ -20,11 +20,7 @@ W=/tmp/dt-goodput
 mkdir -p "$OUT" $W
 t0=$(date +%s)
 stamp() { echo "[$1 after $(($(date +%s) - t0)) s]"; }
-if [ ! -x build/deepthin ]; then
-  DEEPTHIN_JOBS=16 DEEPTHIN_BUILD_TARGET=deepthin scripts/setup.sh > "$OUT/setup.log" 2>&1 ||
-    { tail -40 "$OUT/setup.log"; exit 1; }
-  stamp "build done"
-fi
+[ -x build/deepthin ] || { ensure_built "$OUT/setup.log"; stamp "build done"; }
 D=build/deepthin
 C125=configs/pretrain/mobilellm-125m.yaml
 shards() {
@@ -92,14 +88,14 @@ stage_big() {
 # old for the newer one (checked by loading a JSON file, as lm-eval's tasks do).
 lm_eval_env() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl > /dev/null 2>&1
-  export PYTHONPATH=/tmp/site
-  local probe='import datasets, lm_eval, sys, json; open("/tmp/p.jsonl","w").write(json.dumps({"a":1})+"\n"); datasets.load_dataset("json", data_files="/tmp/p.jsonl", cache_dir="/tmp/p-cache")'
-  if ! python3 -c "$probe" > /tmp/probe.log 2>&1; then
-    tail -3 /tmp/probe.log
+    --target $W/site .whl/*.whl > /dev/null 2>&1
+  export PYTHONPATH=$W/site
+  local probe='import datasets, lm_eval, sys, json; open("'$W'/probe.jsonl","w").write(json.dumps({"a":1})+"\n"); datasets.load_dataset("json", data_files="'$W'/probe.jsonl", cache_dir="'$W'/probe-cache")'
+  if ! python3 -c "$probe" > $W/probe.log 2>&1; then
+    tail -3 $W/probe.log
     echo "datasets $(python3 -c 'import pyarrow; print(pyarrow.__version__)') pyarrow: trying .whl/alt"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/alt/*.whl > /dev/null 2>&1
+      --target $W/site .whl/alt/*.whl > /dev/null 2>&1
     python3 -c "$probe" || return 1
   fi
   python3 -c 'import datasets, lm_eval, pyarrow; print("lm_eval", lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", "datasets", datasets.__version__, "pyarrow", pyarrow.__version__)'

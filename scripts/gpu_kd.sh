@@ -10,10 +10,7 @@ source scripts/lib/gpu_env.sh
 OUT=${OUT:-/tmp/deepthin-gpu}
 W=/tmp/dt-kd
 mkdir -p "$OUT" $W
-if [ ! -x build/deepthin ]; then
-  DEEPTHIN_JOBS=16 DEEPTHIN_BUILD_TARGET=deepthin scripts/setup.sh > "$OUT/setup.log" 2>&1 ||
-    { tail -40 "$OUT/setup.log"; exit 1; }
-fi
+ensure_built "$OUT/setup.log"
 D=build/deepthin
 C125=configs/pretrain/mobilellm-125m.yaml
 for t in 350m 1b; do

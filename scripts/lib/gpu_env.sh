@@ -13,3 +13,11 @@ carried_shards() {
       --out "$shards" --val-fraction 0.01 --threads 16 2>&1 | tail -1
 }
 export DEEPTHIN_NO_EXPORT=1  # no registry on the GPU machine: the export runtimes are set up on CPU machines
+
+# ensure_built LOG: builds build/deepthin with 16 jobs when it is missing (the log to LOG; its tail and
+# exit 1 on failure).
+ensure_built() {
+  [ -x build/deepthin ] && return
+  DEEPTHIN_JOBS=16 DEEPTHIN_BUILD_TARGET=deepthin scripts/setup.sh > "$1" 2>&1 ||
+    { tail -40 "$1"; exit 1; }
+}

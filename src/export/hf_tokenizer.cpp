@@ -303,19 +303,6 @@ SpModel parse_sp_model(const std::string& bytes, const std::string& where) {
   return m;
 }
 
-// The code points of a UTF-8 string, each as its own UTF-8 string (a malformed byte alone).
-std::vector<std::string> code_points(const std::string& s) {
-  std::vector<std::string> out;
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
-    n = std::min(n, s.size() - i);
-    out.push_back(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
-
 // SentencePiece never reads a control or unknown piece from text; tokenizers' Unigram does when the
 // alternative needs an unknown character: it scores an unknown character below every piece of the
 // vocabulary, the demoted special pieces included. So in a Unigram model every character of a
@@ -327,12 +314,18 @@ void check_specials_unreadable(const SpModel& m, const std::string& where) {
     if (e.type == SpModel::Piece::normal) normal.insert(e.piece);
   for (const auto& e : m.pieces) {
     if (e.type != SpModel::Piece::control && e.type != SpModel::Piece::unknown) continue;
-    for (const auto& c : code_points(e.piece))
+    std::vector<size_t> ends = inner_boundaries(e.piece);
+    ends.push_back(e.piece.size());
+    size_t start = 0;
+    for (size_t end : ends) {
+      const std::string c = e.piece.substr(start, end - start);
       if (!normal.count(c))
         refuse(where, "in this unigram model the character '" + c + "' of the special piece '" +
                           e.piece +
                           "' is no piece of its own, so tokenizers would read that special piece "
                           "from plain text where SentencePiece does not");
+      start = end;
+    }
   }
 }
 
