@@ -246,14 +246,20 @@ std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts) {
   OutputRules rules{"deepthin tokenizer train", "--out", opts.force, {}};
   for (const auto& f : files) rules.inputs.push_back(f);
   check_output(model_file,
-               OutputKind{"a SentencePiece model", false, {}, "",
+               OutputKind{"a SentencePiece model",
+                          false,
+                          {},
+                          "",
                           [](const fs::path& p) {
                             sentencepiece::SentencePieceProcessor sp;
                             return sp.Load(p.string()).ok();
                           }},
                rules);
   check_output(vocab_file,
-               OutputKind{"a SentencePiece vocabulary", false, {}, "",
+               OutputKind{"a SentencePiece vocabulary",
+                          false,
+                          {},
+                          "",
                           [](const fs::path& p) {
                             // "piece<TAB>score" lines, as the trainer writes them.
                             const std::string head = read_prefix(p, 4096);
@@ -295,8 +301,9 @@ std::filesystem::path train_tokenizer(const TokenizerTrainOptions& opts) {
   fsync_path(prefix + ".vocab");
   fs::rename(prefix + ".vocab", vocab_file, ec);
   if (!ec) fs::rename(prefix + ".model", model_file, ec);
-  if (ec) fail_runtime("cannot move the trained tokenizer into " + opts.out_dir.string() + ": " +
-                       ec.message());
+  if (ec)
+    fail_runtime("cannot move the trained tokenizer into " + opts.out_dir.string() + ": " +
+                 ec.message());
   fsync_path(opts.out_dir);
   return model_file;
 }
