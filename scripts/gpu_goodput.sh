@@ -45,6 +45,10 @@ stage_a() {
     --set eval.every=${EVAL_EVERY:-1000} --set eval.batches=50 --set log.every=100 > "$OUT/train.json" 2> "$OUT/train.err"
   stamp "train exit $?"
   grep -E "goodput|checkpoint step|captured|page-locked" $W/runs/goodput/train.log | tail -16
+  # The same bench right after the run, over 100 steps: a warm GPU's clocks against a cool one's.
+  [ -z "${SKIP_BENCH:-}" ] && $D bench $C125 --set train.device=cuda --set train.micro_batch_size=16 \
+    --step-only --steps 100 > "$OUT/bench_after.json" 2> "$OUT/bench_after.err" &&
+    python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(f"bench after the run (100 steps): {b[\"step_ms\"]:.1f} ms a step, {b[\"tokens_per_s\"]:.0f} tokens/s")' "$OUT/bench_after.json"
   cp $W/runs/goodput/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null
   python3 - "$OUT/bench.json" "$OUT/metrics.jsonl" <<'EOF'
 import json, sys
@@ -67,7 +71,7 @@ EOF
 stage_data() {
   zcat .carry/corpus.jsonl.gz > $W/corpus.jsonl
   timeout 240 python3 scripts/bench/prepare_speed.py --deepthin $D --tokenizer .carry/tokenizer-4096.model \
-    --input $W/corpus.jsonl --mb 100 --threads 1,4,16 > "$OUT/prepare_speed.txt" 2>&1
+    --input $W/corpus.jsonl --mb 100 --threads 1,4,8,16 > "$OUT/prepare_speed.txt" 2>&1
   cat "$OUT/prepare_speed.txt"
   stamp "prepare speed done"
 }

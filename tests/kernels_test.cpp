@@ -539,6 +539,57 @@ TEST(CudaKernels, MatchTheirReferenceMaths) {
     }
 }
 
+// The distillation kernel against its reference maths: every divergence, fp32 and bf16 logits,
+// temperatures 1 and 2.5, pure KD and a mix with the CE, ignored rows, vocabularies that are and
+// are not multiples of 128 (1001: no vector loads), and the no-gradient call.
+TEST(CudaKernels, DistillationRowsMatchTheirReference) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  auto dev = at::TensorOptions().device(at::kCUDA);
+  using D = kernels::KdDivergence;
+  for (auto t : {at::kFloat, at::kBFloat16})
+    for (int64_t V : {32000, 1001, 1000})
+      for (D loss : {D::forward_kl, D::reverse_kl, D::symmetric_kl, D::js})
+        for (double T : {1.0, 2.5})
+          for (double ratio : {1.0, 0.3}) {
+            const int64_t rows = 37;
+            auto zs = (4.0 * at::randn({rows, V}, gen)).to(dev.dtype(t));
+            // The teacher agrees with the student in part, as a real one does.
+            auto zt =
+                (0.5 * zs.to(at::kFloat).cpu() + 3.0 * at::randn({rows, V}, gen)).to(dev.dtype(t));
+            auto targets = at::randint(V, {rows}, gen, at::kLong).to(dev);
+            targets[2] = -100;
+            targets[30] = -100;
+            auto inv = at::full({1}, 1.0 / 35, dev.dtype(at::kFloat));
+            auto gf = zs.clone(), gr = zs.clone();
+            auto f = kernels::distillation_rows(gf, zt, targets, inv, loss, T, 1 - ratio, ratio * T,
+                                                -100, true);
+            kernels::DistillationRows r;
+            {
+              ForceReference ref;
+              r = kernels::distillation_rows(gr, zt, targets, inv, loss, T, 1 - ratio, ratio * T,
+                                             -100, true);
+            }
+            const std::string what = std::string(t == at::kFloat ? "fp32" : "bf16") + " V " +
+                                     std::to_string(V) + " loss " +
+                                     std::to_string(static_cast<int>(loss)) + " T " +
+                                     std::to_string(T) + " ratio " + std::to_string(ratio);
+            EXPECT_LT(rel_err(f.ce, r.ce), 1e-5) << what;
+            EXPECT_LT(rel_err(f.kd, r.kd), 1e-4) << what;
+            EXPECT_GT(r.kd.abs().min().item<double>() + r.kd.abs().max().item<double>(), 1e-3)
+                << what;
+            EXPECT_EQ(f.kd[2].item<float>(), 0.f) << what;
+            EXPECT_EQ(f.ce[30].item<float>(), 0.f) << what;
+            EXPECT_LT(rel_err(gf, gr), t == at::kFloat ? 1e-5 : 1e-2) << what;
+            EXPECT_EQ(gf[2].abs().max().item<double>(), 0.0) << what << ": an ignored row";
+            auto untouched = zs.clone();
+            auto n = kernels::distillation_rows(untouched, zt, targets, inv, loss, T, 1 - ratio,
+                                                ratio * T, -100, false);
+            EXPECT_TRUE(at::equal(untouched, zs)) << what << ": the no-gradient call wrote zs";
+            EXPECT_LT(rel_err(n.kd, r.kd), 1e-4) << what;
+          }
+}
+
 // The whole model: the fused CUDA path against the reference path on the same GPU, fp32 and bf16
 // autocast, on every knob of the CPU test.
 TEST(CudaKernels, FusedModelMatchesReferencePath) {

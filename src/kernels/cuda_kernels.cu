@@ -1,5 +1,6 @@
 // CUDA kernels of the fused training path: RMSNorm (with the residual add), RoPE fused with the
-// q|k|v split, SwiGLU, and the LM-head cross-entropy computed in place on a chunk of logits. Maths
+// q|k|v split, SwiGLU, the LM-head cross-entropy and the distillation loss computed in place on a
+// chunk of logits. Maths
 // in fp32, inputs and outputs in fp32 or bf16. Each is memory-bound: one pass over its inputs where
 // the data allows (two for a row reduction, the second from L1/L2), vector loads where the shape
 // allows. The reference maths of each is the ATen composition in kernels/ops.cpp.
@@ -544,6 +545,193 @@ __global__ void __launch_bounds__(kXentThreads)
   }
 }
 
+// ---------------------------------------------------------------- distillation
+
+constexpr int kKdThreads = 512;
+
+// An online softmax with two weighted sums: m the running max of x, s = Σ e^{x−m}, a = Σ e^{x−m}·y,
+// b = Σ e^{x−m}·z.
+struct Soft {
+  float m, s, a, b;
+};
+__device__ __forceinline__ Soft combine(Soft x, Soft y) {
+  if (x.m == -INFINITY) return y;
+  if (y.m == -INFINITY) return x;
+  const float m = fmaxf(x.m, y.m), fx = expf(x.m - m), fy = expf(y.m - m);
+  return {m, x.s * fx + y.s * fy, x.a * fx + y.a * fy, x.b * fx + y.b * fy};
+}
+__device__ __forceinline__ void add(Soft& st, float x, float y, float z) {
+  if (x > st.m) {
+    const float f = expf(st.m - x);
+    st.s = st.s * f + 1.f;
+    st.a = st.a * f + y;
+    st.b = st.b * f + z;
+    st.m = x;
+  } else {
+    const float e = expf(x - st.m);
+    st.s += e;
+    st.a += e * y;
+    st.b += e * z;
+  }
+}
+__device__ __forceinline__ Soft shfl_combine(Soft v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Soft other{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o),
+               __shfl_xor_sync(0xffffffffu, v.a, o), __shfl_xor_sync(0xffffffffu, v.b, o)};
+    v = combine(v, other);
+  }
+  return v;
+}
+
+// The block's sum of two floats (every thread gets it).
+__device__ __forceinline__ void block_sum2(float& x, float& y, float2* red) {
+  x = warp_sum(x);
+  y = warp_sum(y);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // red may still be read from an earlier reduction
+  if (lane == 0) red[warp] = make_float2(x, y);
+  __syncthreads();
+  x = y = 0.f;
+  for (int w = 0; w < kKdThreads / 32; ++w) {
+    x += red[w].x;
+    y += red[w].y;
+  }
+}
+
+// A row's scalars after the first pass (LOSS as below).
+struct KdRow {
+  float lse_z, lse_u, lse_w;  // log-sum-exps of zs, u = zs/T and w = zt/T
+  float kl_pt;                // KL(p‖pt)
+  float kd;                   // the divergence (JS: after its second pass)
+};
+
+// Pass 1 over both rows: the log-sum-exps and Σ p·(u − w), Σ pt·u, Σ pt·w online, from which every
+// divergence but JS follows. Every thread gets the row's scalars.
+template <typename T, int VEC, int LOSS>
+__device__ __forceinline__ KdRow kd_first_pass(const T* zs, const T* zt, int64_t V, float inv_T) {
+  __shared__ Soft red[3][kKdThreads / 32];
+  __shared__ KdRow row_shared;
+  const bool same = inv_T == 1.f;  // the CE's softmax is p itself
+  Soft sc{-INFINITY, 0.f, 0.f, 0.f}, su = sc, sw = sc;
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
+    float a[VEC], b[VEC];
+    load<VEC>(zs + c, a);
+    load<VEC>(zt + c, b);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const float u = a[i] * inv_T, w = b[i] * inv_T;
+      if (!same) add(sc, a[i], 0.f, 0.f);
+      add(su, u, u - w, 0.f);
+      add(sw, w, u, w);
+    }
+  }
+  sc = shfl_combine(sc);
+  su = shfl_combine(su);
+  sw = shfl_combine(sw);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) {
+    red[0][warp] = sc;
+    red[1][warp] = su;
+    red[2][warp] = sw;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Soft c0 = red[0][0], u0 = red[1][0], w0 = red[2][0];
+    for (int k = 1; k < kKdThreads / 32; ++k) {
+      c0 = combine(c0, red[0][k]);
+      u0 = combine(u0, red[1][k]);
+      w0 = combine(w0, red[2][k]);
+    }
+    KdRow r;
+    r.lse_u = u0.m + logf(u0.s);
+    r.lse_w = w0.m + logf(w0.s);
+    r.lse_z = same ? r.lse_u : c0.m + logf(c0.s);
+    const float pt_u = w0.a / w0.s, pt_w = w0.b / w0.s, p_uw = u0.a / u0.s;
+    const float kl_tp = pt_w - r.lse_w - pt_u + r.lse_u;  // KL(pt‖p)
+    r.kl_pt = p_uw - r.lse_u + r.lse_w;
+    r.kd = LOSS == 0 ? r.lse_u - pt_u : LOSS == 1 ? r.kl_pt : 0.5f * (kl_tp + r.kl_pt);
+    row_shared = r;
+  }
+  __syncthreads();
+  return row_shared;
+}
+
+// JS's second pass: Σ pt·(t − log m) and Σ p·(s − log m), m = ½(p + pt), summed over the block.
+template <typename T, int VEC>
+__device__ __forceinline__ float2 js_sums(const T* zs, const T* zt, int64_t V, float inv_T,
+                                          const KdRow& r) {
+  __shared__ float2 red[kKdThreads / 32];
+  float sa = 0.f, sb = 0.f;
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
+    float a[VEC], b[VEC];
+    load<VEC>(zs + c, a);
+    load<VEC>(zt + c, b);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const float s = a[i] * inv_T - r.lse_u, t = b[i] * inv_T - r.lse_w;
+      const float p = expf(s), pt = expf(t);
+      const float lm = logf(fmaxf(0.5f * (p + pt), 1e-30f));
+      sa += pt * (t - lm);
+      sb += p * (s - lm);
+    }
+  }
+  block_sum2(sa, sb, red);
+  return make_float2(sa, sb);
+}
+
+// One block per row of the student's logits zs and the teacher's zt. With u = zs/T, w = zt/T,
+// s = log_softmax(u), t = log_softmax(w), p = e^s, pt = e^t: the first pass (and JS's second) give
+// the row's loss; the last writes the gradient of the row's loss with respect to zs over zs.
+// LOSS: 0 forward_kl, 1 reverse_kl, 2 symmetric_kl, 3 js (kernels::KdDivergence).
+template <typename T, int VEC, int LOSS>
+__global__ void __launch_bounds__(kKdThreads)
+    kd_kernel(T* __restrict__ zs_rows, const T* __restrict__ zt_rows,
+              const int64_t* __restrict__ targets, const float* __restrict__ inv_count,
+              float* __restrict__ ce_rows, float* __restrict__ kd_rows, int64_t V,
+              int64_t ignore_index, float inv_T, float c_ce, float c_kd, bool grad) {
+  const int64_t row = blockIdx.x;
+  T* zs = zs_rows + row * V;
+  const T* zt = zt_rows + row * V;
+  const int64_t t = targets[row];
+  const bool valid = t != ignore_index;
+  KdRow r = kd_first_pass<T, VEC, LOSS>(zs, zt, V, inv_T);
+  float js_b = 0.f;
+  if (LOSS == 3) {
+    const float2 ab = js_sums<T, VEC>(zs, zt, V, inv_T, r);
+    r.kd = 0.5f * (ab.x + ab.y);
+    js_b = ab.y;
+  }
+  if (threadIdx.x == 0) {
+    ce_rows[row] = valid ? ((t >= 0 && t < V) ? r.lse_z - to_f(zs[t]) : NAN) : 0.f;
+    kd_rows[row] = valid ? r.kd : 0.f;
+  }
+  __syncthreads();  // the target's logit is read before any thread overwrites it
+  if (!grad) return;
+  const bool same = inv_T == 1.f;
+  const float scale = valid ? *inv_count : 0.f;
+  const float k_ce = c_ce * scale, k_kd = c_kd * scale;
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
+    float a[VEC], b[VEC];
+    load<VEC>(zs + c, a);
+    load<VEC>(zt + c, b);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const float s = a[i] * inv_T - r.lse_u, tt = b[i] * inv_T - r.lse_w;
+      const float p = expf(s), pt = expf(tt);
+      float d_ce = same ? p : expf(a[i] - r.lse_z);
+      if (c + i == t) d_ce -= 1.f;
+      float d_u = 0.f;
+      if (LOSS == 0) d_u = p - pt;
+      if (LOSS == 1) d_u = p * (s - tt - r.kl_pt);
+      if (LOSS == 2) d_u = 0.5f * ((p - pt) + p * (s - tt - r.kl_pt));
+      if (LOSS == 3) d_u = 0.5f * p * (s - logf(fmaxf(0.5f * (p + pt), 1e-30f)) - js_b);
+      a[i] = k_ce * d_ce + k_kd * d_u;
+    }
+    store<VEC>(zs + c, a);
+  }
+}
+
 unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
@@ -723,6 +911,40 @@ int cross_entropy_rows(void* logits, DType t, const int64_t* targets, const floa
       return last_error();
     };
     return vec ? launch(xent_kernel<T, kVec>) : launch(xent_kernel<T, 1>);
+  });
+}
+
+int distillation_rows(void* zs, const void* zt, DType t, const int64_t* targets,
+                      const float* inv_count, float* ce_rows, float* kd_rows, int64_t rows,
+                      int64_t V, int loss, float temperature, float ce_weight, float kd_weight,
+                      int64_t ignore_index, bool grad, bool vec, void* stream) {
+  if (rows == 0) return 0;
+  if (loss < 0 || loss > 3) return static_cast<int>(cudaErrorInvalidValue);
+  auto s = static_cast<cudaStream_t>(stream);
+  return with_type(t, [&](auto tv) {
+    using E = decltype(tv);
+    constexpr int kVec = 16 / sizeof(E);
+    auto launch = [&](auto kernel) {
+      kernel<<<static_cast<unsigned>(rows), kKdThreads, 0, s>>>(
+          static_cast<E*>(zs), static_cast<const E*>(zt), targets, inv_count, ce_rows, kd_rows, V,
+          ignore_index, 1.f / temperature, ce_weight, kd_weight, grad);
+      return last_error();
+    };
+    auto by_loss = [&](auto vec_tag) {
+      constexpr int N = decltype(vec_tag)::value;
+      switch (loss) {
+        case 0:
+          return launch(kd_kernel<E, N, 0>);
+        case 1:
+          return launch(kd_kernel<E, N, 1>);
+        case 2:
+          return launch(kd_kernel<E, N, 2>);
+        default:
+          return launch(kd_kernel<E, N, 3>);
+      }
+    };
+    return vec ? by_loss(std::integral_constant<int, kVec>{})
+               : by_loss(std::integral_constant<int, 1>{});
   });
 }
 

@@ -73,4 +73,14 @@ int cross_entropy_rows(void* logits, DType t, const int64_t* targets, const floa
                        float* loss_rows, int64_t rows, int64_t V, int64_t ignore_index, bool grad,
                        bool vec, void* stream);
 
+// Distillation of a chunk: the student's logits zs [rows, V] and the teacher's zt [rows, V] (one
+// dtype), targets (int64; ignore_index rows give 0). ce_rows = logsumexp(zs) − zs[target] and
+// kd_rows = the divergence at `temperature` (loss 0 forward_kl = −Σ pt·log p, 1 reverse_kl,
+// 2 symmetric_kl, 3 js; no T² factor), both fp32. With grad, zs is overwritten by
+// (ce_weight · ∂ce/∂zs + kd_weight · ∂kd/∂(zs/T)) · (*inv_count) (0 on ignored rows).
+int distillation_rows(void* zs, const void* zt, DType t, const int64_t* targets,
+                      const float* inv_count, float* ce_rows, float* kd_rows, int64_t rows,
+                      int64_t V, int loss, float temperature, float ce_weight, float kd_weight,
+                      int64_t ignore_index, bool grad, bool vec, void* stream);
+
 }  // namespace deepthin::kernels::cuda

@@ -397,4 +397,103 @@ at::Tensor cross_entropy_rows(const at::Tensor& logits, const at::Tensor& target
   return rows;
 }
 
+namespace {
+
+// The reference of distillation_rows: the closed-form gradients of the logits in fp32 ATen.
+//   CE           ∂/∂zs = softmax(zs) − onehot(target)
+//   forward_kl   ∂/∂u = p − pt
+//   reverse_kl   ∂/∂u = p ⊙ (s − t − KL(p‖pt))
+//   symmetric_kl the mean of the two
+//   js           ∂/∂u = p ⊙ (g − Σ p g), g = ½(s − log m)
+DistillationRows distillation_reference(const at::Tensor& zs, const at::Tensor& zt,
+                                        const at::Tensor& targets, const at::Tensor& inv_count,
+                                        KdDivergence loss, double T, double ce_weight,
+                                        double kd_weight, int64_t ignore_index, bool grad) {
+  const int64_t n = zs.size(0);
+  auto z = up(zs), w = up(zt);
+  auto valid = targets.ne(ignore_index);
+  auto safe = targets.masked_fill(~valid, 0).unsqueeze(1);
+  auto lse = at::logsumexp(z, 1, /*keepdim=*/true);
+  auto zero = at::zeros({n}, z.options());
+  DistillationRows out;
+  out.ce = at::where(valid, lse.squeeze(1) - z.gather(1, safe).squeeze(1), zero);
+  auto s = at::log_softmax(z / T, 1), t = at::log_softmax(w / T, 1);
+  auto p = s.exp(), pt = t.exp();
+  at::Tensor rows, d_u;
+  auto reverse = [&](at::Tensor& r) {
+    auto diff = s - t;
+    r = (p * diff).sum(1);
+    return p * (diff - r.unsqueeze(1));
+  };
+  switch (loss) {
+    case KdDivergence::forward_kl:
+      rows = -(pt * s).sum(1);
+      d_u = p - pt;
+      break;
+    case KdDivergence::reverse_kl:
+      d_u = reverse(rows);
+      break;
+    case KdDivergence::symmetric_kl: {
+      at::Tensor r;
+      d_u = 0.5 * ((p - pt) + reverse(r));
+      rows = 0.5 * ((pt * (t - s)).sum(1) + r);
+      break;
+    }
+    case KdDivergence::js: {
+      auto lm = (0.5 * (p + pt)).clamp_min(1e-30).log();
+      rows = 0.5 * ((pt * (t - lm)).sum(1) + (p * (s - lm)).sum(1));
+      auto g = 0.5 * (s - lm);
+      d_u = p * (g - (p * g).sum(1, /*keepdim=*/true));
+      break;
+    }
+  }
+  out.kd = at::where(valid, rows, zero);
+  if (grad) {
+    auto d_ce = (z - lse).exp_();
+    d_ce.scatter_add_(1, safe, at::full({n, 1}, -1.0, z.options()));
+    auto scale =
+        (valid.to(z.scalar_type()) * inv_count.to(z.device(), z.scalar_type())).unsqueeze(1);
+    zs.copy_((ce_weight * d_ce + kd_weight * d_u) * scale);
+  }
+  return out;
+}
+
+}  // namespace
+
+DistillationRows distillation_rows(const at::Tensor& zs, const at::Tensor& zt,
+                                   const at::Tensor& targets, const at::Tensor& inv_count,
+                                   KdDivergence loss, double temperature, double ce_weight,
+                                   double kd_weight, int64_t ignore_index, bool grad_in_place) {
+  const int64_t n = zs.size(0);
+  if (zs.dim() != 2 || zt.sizes() != zs.sizes() || targets.numel() != n)
+    fail_runtime(
+        "distillation_rows: the student's and the teacher's logits must both be [n, V] "
+        "with n targets; got " +
+        c10::str(zs.sizes()) + ", " + c10::str(zt.sizes()) + " and " +
+        std::to_string(targets.numel()) + " targets");
+  if (!(temperature > 0)) fail_runtime("distillation_rows: the temperature must be > 0");
+#ifdef DEEPTHIN_CUDA_KERNELS
+  if (use_cuda({&zs, &zt}) && zs.scalar_type() == zt.scalar_type() && zs.is_contiguous() &&
+      zt.is_contiguous() && targets.is_cuda() && targets.scalar_type() == at::kLong &&
+      inv_count.is_cuda() && inv_count.scalar_type() == at::kFloat) {
+    c10::cuda::CUDAGuard guard(zs.device());
+    auto t = targets.contiguous();
+    const int64_t V = zs.size(1);
+    DistillationRows out{at::empty({n}, zs.options().dtype(at::kFloat)),
+                         at::empty({n}, zs.options().dtype(at::kFloat))};
+    const bool vec = (V * zs.element_size()) % 16 == 0 && aligned(zs, 16) && aligned(zt, 16);
+    check(cuda::distillation_rows(zs.data_ptr(), zt.data_ptr(), dtype_of(zs), t.data_ptr<int64_t>(),
+                                  inv_count.data_ptr<float>(), out.ce.data_ptr<float>(),
+                                  out.kd.data_ptr<float>(), n, V, static_cast<int>(loss),
+                                  static_cast<float>(temperature), static_cast<float>(ce_weight),
+                                  static_cast<float>(kd_weight), ignore_index, grad_in_place, vec,
+                                  stream()),
+          "distillation_rows");
+    return out;
+  }
+#endif
+  return distillation_reference(zs, zt, targets, inv_count, loss, temperature, ce_weight, kd_weight,
+                                ignore_index, grad_in_place);
+}
+
 }  // namespace deepthin::kernels

@@ -66,4 +66,23 @@ at::Tensor cross_entropy_rows(const at::Tensor& logits, const at::Tensor& target
                               const at::Tensor& inv_count, int64_t ignore_index,
                               bool grad_in_place);
 
+// The divergences of distillation (the order of config::KdLossType).
+enum class KdDivergence : int { forward_kl = 0, reverse_kl = 1, symmetric_kl = 2, js = 3 };
+
+struct DistillationRows {
+  at::Tensor ce, kd;  // fp32 [n]: logsumexp(zs) − zs[target], and the divergence (no T² factor)
+};
+// Distillation of a chunk of the student's logits zs [n, V] against the teacher's zt [n, V] (fp32
+// or bf16, one dtype) and targets [n] (int64), at temperature T, 0 on rows whose target is
+// ignore_index. With u = zs/T, s = log_softmax(u), t = log_softmax(zt/T), p = e^s, pt = e^t:
+//   forward_kl −Σ pt·s, reverse_kl Σ p·(s − t), symmetric_kl their mean with KL(pt‖p),
+//   js ½ Σ pt·(t − log m) + ½ Σ p·(s − log m), m = ½(p + pt).
+// With grad_in_place zs becomes the gradient of (ce_weight · ce + kd_weight · T · kd) with respect
+// to zs, times inv_count (a one-element fp32 tensor on the logits' device), zero on ignored rows:
+// the loss (1 − r)·CE + r·T²·KD takes ce_weight 1 − r and kd_weight r·T (∂/∂zs = ∂/∂u / T).
+DistillationRows distillation_rows(const at::Tensor& zs, const at::Tensor& zt,
+                                   const at::Tensor& targets, const at::Tensor& inv_count,
+                                   KdDivergence loss, double temperature, double ce_weight,
+                                   double kd_weight, int64_t ignore_index, bool grad_in_place);
+
 }  // namespace deepthin::kernels

@@ -7,7 +7,21 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include "kernels/fused.h"
+#include "kernels/ops.h"
+
 namespace deepthin::train {
+
+using config::KdLossType;
+using kernels::KdDivergence;
+static_assert(static_cast<int>(KdLossType::forward_kl) ==
+                      static_cast<int>(KdDivergence::forward_kl) &&
+                  static_cast<int>(KdLossType::reverse_kl) ==
+                      static_cast<int>(KdDivergence::reverse_kl) &&
+                  static_cast<int>(KdLossType::symmetric_kl) ==
+                      static_cast<int>(KdDivergence::symmetric_kl) &&
+                  static_cast<int>(KdLossType::js) == static_cast<int>(KdDivergence::js),
+              "the kernels' divergences are numbered as config::KdLossType");
 
 at::Tensor kd_divergence(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                          config::KdLossType loss, double temperature) {
@@ -66,61 +80,6 @@ ChunkGrads chunk_by_autograd(const ChunkInputs& c) {
   return {grads[0], grads[1], ce.detach(), kd.detach()};
 }
 
-// The same by the closed-form gradients of the logits: one softmax of each model's logits, no
-// autograd graph. With u = z_s/T, s = log_softmax(u), t = log_softmax(z_t/T), p = exp(s):
-//   CE           ∂/∂z_s = softmax(z_s) − onehot(target)
-//   forward_kl   ∂/∂u = p − p_t
-//   reverse_kl   ∂/∂u = p ⊙ (s − t − KL(p‖p_t))
-//   symmetric_kl the mean of the two
-//   js           ∂/∂u = p ⊙ (g − Σ p g), g = ½(s − log m), m = ½(p + p_t)
-ChunkGrads chunk_closed_form(const ChunkInputs& c) {
-  at::NoGradGuard no_grad;
-  using L = config::KdLossType;
-  const double T = c.temperature;
-  auto hc = c.h.to(c.dtype), wc = c.w.to(c.dtype);
-  auto zs = at::matmul(hc, wc.t()).to(at::kFloat);
-  auto zt = at::matmul(c.teacher_hidden.to(c.dtype), c.teacher_weight.t()).to(at::kFloat);
-  auto lse = at::logsumexp(zs, 1, /*keepdim=*/true);
-  auto ce_rows = lse.squeeze(1) - zs.gather(1, c.targets.unsqueeze(1)).squeeze(1);
-  auto d_ce = (zs - lse).exp_();
-  d_ce.scatter_add_(1, c.targets.unsqueeze(1), at::full({zs.size(0), 1}, -1.0, zs.options()));
-  auto s = at::log_softmax(zs / T, 1), t = at::log_softmax(zt / T, 1);
-  auto p = s.exp(), pt = t.exp();
-  at::Tensor kd_rows, d_u;
-  auto reverse = [&](at::Tensor& rows) {
-    auto diff = s - t;
-    rows = (p * diff).sum(1);
-    return p * (diff - rows.unsqueeze(1));
-  };
-  switch (c.loss) {
-    case L::forward_kl:
-      kd_rows = -(pt * s).sum(1);
-      d_u = p - pt;
-      break;
-    case L::reverse_kl:
-      d_u = reverse(kd_rows);
-      break;
-    case L::symmetric_kl: {
-      at::Tensor r;
-      d_u = 0.5 * ((p - pt) + reverse(r));
-      kd_rows = 0.5 * ((pt * (t - s)).sum(1) + r);
-      break;
-    }
-    case L::js: {
-      auto lm = (0.5 * (p + pt)).clamp_min(1e-30).log();
-      kd_rows = 0.5 * ((pt * (t - lm)).sum(1) + (p * (s - lm)).sum(1));
-      auto g = 0.5 * (s - lm);
-      d_u = p * (g - (p * g).sum(1, /*keepdim=*/true));
-      break;
-    }
-  }
-  auto m = c.mask.unsqueeze(1);
-  auto dz = ((1.0 - c.ratio) * d_ce + (c.ratio * T) * d_u) * (m / c.count);  // T²·∂/∂u·(1/T)
-  auto dzc = dz.to(c.dtype);
-  return {at::matmul(dzc, wc).to(c.h.scalar_type()), at::matmul(dzc.t(), hc).to(at::kFloat),
-          (ce_rows * c.mask).sum(), (kd_rows * c.mask).sum()};
-}
-
 class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
  public:
   static torch::autograd::variable_list forward(
@@ -132,30 +91,61 @@ class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
     const int64_t N = hidden.size(0);
     auto valid = targets.ne(ignore_index);
     auto count = valid.sum().to(at::kFloat).clamp_min(1.0);
-    auto grad_h = at::empty_like(hidden);
     auto grad_w = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
     auto ce_sum = at::zeros({}, hidden.options().dtype(at::kFloat));
     auto kd_sum = at::zeros({}, hidden.options().dtype(at::kFloat));
     auto wt = teacher_weight.detach().to(dtype);
+    at::Tensor grad_h;
     // Each chunk's gradients are computed right away, in the forward pass.
-    for (int64_t start = 0; start < N; start += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, N - start);
-      const ChunkInputs c{hidden.narrow(0, start, n),
-                          weight,
-                          teacher_hidden.narrow(0, start, n),
-                          wt,
-                          valid.narrow(0, start, n).to(at::kFloat),
-                          targets.narrow(0, start, n).masked_fill(~valid.narrow(0, start, n), 0),
-                          count,
-                          static_cast<config::KdLossType>(loss),
-                          temperature,
-                          ratio,
-                          dtype};
-      const ChunkGrads g = closed_form ? chunk_closed_form(c) : chunk_by_autograd(c);
-      grad_h.narrow(0, start, n).copy_(g.grad_h);
-      grad_w.add_(g.grad_w);
-      ce_sum += g.ce;
-      kd_sum += g.kd;
+    if (closed_form) {
+      // Both models' logits in the compute dtype into two reused buffers; one kernel
+      // (kernels::distillation_rows) turns the student's into the gradient of the chunk's loss,
+      // and two products give the gradients of the hidden rows and the head.
+      const double T = temperature;
+      auto w = weight.to(dtype);
+      auto inv_count = (1.0 / count).reshape({1});
+      const int64_t rows = std::min(chunk_rows, N), V = weight.size(0);
+      auto zs_buf = at::empty({rows, V}, hidden.options().dtype(dtype));
+      auto zt_buf = at::empty({rows, V}, hidden.options().dtype(dtype));
+      grad_h = at::empty(hidden.sizes(), hidden.options().dtype(dtype));
+      for (int64_t start = 0; start < N; start += chunk_rows) {
+        const int64_t n = std::min(chunk_rows, N - start);
+        auto h = hidden.narrow(0, start, n).to(dtype);
+        auto zs = zs_buf.narrow(0, 0, n), zt = zt_buf.narrow(0, 0, n);
+        at::mm_out(zs, h, w.t());
+        at::mm_out(zt, teacher_hidden.narrow(0, start, n).to(dtype), wt.t());
+        auto r = kernels::distillation_rows(zs, zt, targets.narrow(0, start, n), inv_count,
+                                            static_cast<kernels::KdDivergence>(loss), T,
+                                            1.0 - ratio, ratio * T, ignore_index,
+                                            /*grad_in_place=*/true);
+        ce_sum += r.ce.sum();
+        kd_sum += r.kd.sum();
+        auto grad_rows = grad_h.narrow(0, start, n);
+        at::mm_out(grad_rows, zs, w);  // zs now holds d loss / d logits
+        kernels::add_weight_grad(grad_w, zs, h);
+      }
+      grad_h = grad_h.to(hidden.scalar_type());
+    } else {
+      grad_h = at::empty_like(hidden);
+      for (int64_t start = 0; start < N; start += chunk_rows) {
+        const int64_t n = std::min(chunk_rows, N - start);
+        const ChunkInputs c{hidden.narrow(0, start, n),
+                            weight,
+                            teacher_hidden.narrow(0, start, n),
+                            wt,
+                            valid.narrow(0, start, n).to(at::kFloat),
+                            targets.narrow(0, start, n).masked_fill(~valid.narrow(0, start, n), 0),
+                            count,
+                            static_cast<config::KdLossType>(loss),
+                            temperature,
+                            ratio,
+                            dtype};
+        const ChunkGrads g = chunk_by_autograd(c);
+        grad_h.narrow(0, start, n).copy_(g.grad_h);
+        grad_w.add_(g.grad_w);
+        ce_sum += g.ce;
+        kd_sum += g.kd;
+      }
     }
     ctx->saved_data["grad_h"] = grad_h;
     ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());

@@ -21,8 +21,9 @@ struct KdLossOptions {
   int64_t chunk_rows = 4096;
   at::ScalarType compute_dtype = at::kFloat;  // matmul dtype of the student's and teacher's heads
   int64_t ignore_index = -100;
-  // The gradients of the logits in closed form (one softmax per model and chunk, no autograd
-  // graph); false runs autograd over each chunk, the reference the CPU keeps.
+  // The gradients of the logits in closed form, written over the student's logits by one kernel
+  // (kernels::distillation_rows: its CUDA kernel on GPUs, its ATen maths elsewhere); false runs
+  // autograd over each chunk, the reference the CPU keeps.
   bool closed_form = false;
 };
 

@@ -65,7 +65,9 @@ std::string graph_obstacle(const TrainStep::Parts& p, bool need_gpu = true) {
   if (p.comm->size() > 1 || p.dp)
     return "the step is data-parallel over " + std::to_string(p.comm->size()) +
            " ranks (collectives are not captured yet)";
-  if (p.teacher) return "distillation runs a teacher beside the step";
+  if (p.teacher && p.teacher->device != p.device)
+    return "distillation's teacher runs on " + p.teacher->device.str() + ", the student on " +
+           p.device.str();
   if (std::getenv("DEEPTHIN_FAULT")) return "DEEPTHIN_FAULT's test hooks run on the host";
   return "";
 }
@@ -192,7 +194,7 @@ void TrainStep::drop_grads() {
 StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                           bool stop_requested, bool time_teacher) {
   auto r = launch_ == Launch::eager ? run_eager(next_batch, lr, step, stop_requested, time_teacher)
-                                    : run_on_device(next_batch, lr, stop_requested);
+                                    : run_on_device(next_batch, lr, stop_requested, time_teacher);
   // The weights moved where no version counter sees it (a graph replay, NCCL gathers): the fused
   // path's weight copies are made again at the next forward.
   kernels::weights_changed();
@@ -223,10 +225,10 @@ TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(
 
 at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
                                   const at::Tensor& lr) {
-  const at::Tensor loss_sum =
+  const MicroSums sums =
       forward_backward([&](int64_t micro) { return micro_batches[micro]; }, /*step=*/0,
-                       /*time_teacher=*/false)
-          .total;
+                       /*time_teacher=*/false);
+  const at::Tensor& loss_sum = sums.total;
   torch::NoGradGuard no_grad;
   auto norm = global_grad_norm(params_);
   auto found_inf =
@@ -236,7 +238,12 @@ at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
   if (grad_clip_ > 0)
     scale = at::where(norm > grad_clip_, (norm + 1e-6) / grad_clip_, at::ones_like(norm));
   p_.optimizer->step_on_device(lr, scale, found_inf);
-  return at::stack({loss_sum, norm.to(at::kDouble), found_inf.to(at::kDouble)});
+  std::vector<at::Tensor> stats{loss_sum, norm.to(at::kDouble), found_inf.to(at::kDouble)};
+  if (p_.teacher) {  // distillation's parts, for the log
+    stats.push_back(sums.ce);
+    stats.push_back(sums.kd);
+  }
+  return at::stack(stats);
 }
 
 StepResult TrainStep::finish_device(const at::Tensor& stats, bool stop_requested) {
@@ -246,15 +253,32 @@ StepResult TrainStep::finish_device(const at::Tensor& stats, bool stop_requested
   r.loss = a[0];
   r.grad_norm = a[1];
   r.applied = a[2] == 0.0;
+  if (host.size(0) == 5) {
+    r.ce = a[3];
+    r.kd = a[4];
+  }
   r.stop = stop_requested;
   if (r.applied) p_.optimizer->count_step();
   return r;
 }
 
+double TrainStep::time_teacher_forward(const at::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  auto x = tokens.to(p_.teacher->device);
+  synchronize(p_.teacher->device);
+  const auto t0 = std::chrono::steady_clock::now();
+  p_.teacher->model->hidden_states(x.narrow(1, 0, x.size(1) - 1));
+  synchronize(p_.teacher->device);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
-                                    bool stop_requested) {
+                                    bool stop_requested, bool time_teacher) {
   std::vector<at::Tensor> batches;
   for (int64_t micro = 0; micro < grad_accum_; ++micro) batches.push_back(next_batch());
+  // The teacher's forward runs inside the step: it is timed once, on its own, for the log.
+  if (time_teacher && p_.teacher && !std::isfinite(teacher_ms_))
+    teacher_ms_ = time_teacher_forward(batches.front());
   if (launch_ == Launch::device) {
     for (auto& b : batches) b = b.to(p_.device, /*non_blocking=*/true);
     auto lr_t = at::full({}, lr, at::TensorOptions().dtype(at::kFloat).device(p_.device));

@@ -8,7 +8,8 @@
 //   device — the same maths with no host synchronisation before the update: clipping and the
 //            non-finite skip are tensors fed to AdamW (grad_scale, found_inf);
 //   graph  — the device step captured once as a CUDA graph (after two device steps that warm the
-//            libraries up) and replayed: one launch per step instead of thousands.
+//            libraries up) and replayed: one launch per step instead of thousands. A teacher on
+//            the student's GPU is captured with it (its forward and the distillation loss).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -75,7 +76,8 @@ class TrainStep {
 
   // One optimizer step over train.grad_accum_steps micro-batches taken from next_batch. `step` is
   // the number this step will have (for the fault-injection hooks); with time_teacher the first
-  // micro-batch's teacher forward is timed into teacher_ms().
+  // micro-batch's teacher forward is timed into teacher_ms() (the device and graph launches time
+  // it once, on its own, outside the step).
   StepResult run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                  bool stop_requested, bool time_teacher = false);
   double teacher_ms() const { return teacher_ms_; }
@@ -83,14 +85,16 @@ class TrainStep {
   double capture_s() const { return capture_s_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   Launch launch() const { return launch_; }
-  // Tests: force a launch mode (graph needs CUDA, one process, no teacher).
+  // Tests: force a launch mode (graph needs CUDA, one process, a teacher on the student's device).
   void set_launch(Launch l);
 
  private:
   StepResult run_eager(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
                        bool stop_requested, bool time_teacher);
   StepResult run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
-                           bool stop_requested);
+                           bool stop_requested, bool time_teacher);
+  // The teacher's forward over one micro-batch on its own, synchronised (ms).
+  double time_teacher_forward(const at::Tensor& tokens);
   // The micro-batches' forward and backward (gradients accumulate); the mean losses, on the device.
   struct MicroSums {
     at::Tensor total, ce, kd;  // ce and kd only when distilling
@@ -98,7 +102,7 @@ class TrainStep {
   MicroSums forward_backward(const std::function<at::Tensor(int64_t)>& batch, int64_t step,
                              bool time_teacher);
   // Forward, backward, norm, clipping and update of the micro-batches, all on the device; returns
-  // [loss, grad norm, found_inf] as a float64 tensor there.
+  // [loss, grad norm, found_inf] (and with a teacher [ce, kd]) as a float64 tensor there.
   at::Tensor device_body(const std::vector<at::Tensor>& micro_batches, const at::Tensor& lr);
   StepResult finish_device(const at::Tensor& stats, bool stop_requested);
   void drop_grads();
