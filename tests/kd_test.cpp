@@ -225,6 +225,50 @@ TEST(Distillation, GpuKernelLossEqualsCpuReference) {
   }
 }
 
+// The top-k loss (kd.cache) with k = V is the full-logit forward KL: the same loss, parts and
+// gradients, at T 2, mixed with the CE, with masked rows. With a smaller k it differs, and a cache
+// cannot give another divergence.
+TEST(Distillation, TopKWithEveryTokenIsTheFullLogitForwardKl) {
+  const int64_t N = 19, V = 50, D = 12, Dt = 20;
+  auto h = randn({N, D}, 51), w = randn({V, D}, 52) * 0.5, ht = randn({N, Dt}, 53),
+       wt = randn({V, Dt}, 54) * 0.5;
+  auto targets = at::randint(V, {N}, at::detail::createCPUGenerator(55), at::kLong);
+  targets[4] = -100;
+  train::KdLossOptions o;
+  o.temperature = 2.0;
+  o.ratio = 0.7;
+  o.chunk_rows = 6;
+  auto run = [&](auto&& loss) {
+    auto hr = h.clone().requires_grad_(true), wr = w.clone().requires_grad_(true);
+    train::KdLossParts p = loss(hr, wr);
+    p.total.backward();
+    return std::make_tuple(p.total.item<double>(), p.kd.item<double>(), hr.grad(), wr.grad());
+  };
+  auto [l0, k0, gh0, gw0] =
+      run([&](auto& hr, auto& wr) { return train::distillation_loss(hr, wr, ht, wt, targets, o); });
+  auto logp = at::log_softmax(at::matmul(ht, wt.t()), 1);
+  auto top = at::topk(logp, V, 1);
+  auto [l1, k1, gh1, gw1] = run([&](auto& hr, auto& wr) {
+    return train::distillation_loss_topk(hr, wr, std::get<1>(top), std::get<0>(top), targets, o);
+  });
+  EXPECT_NEAR(l1, l0, 1e-5 * std::abs(l0));
+  EXPECT_NEAR(k1, k0, 1e-5 * std::abs(k0));
+  EXPECT_TRUE(at::allclose(gh1, gh0, 1e-4, 1e-6)) << (gh1 - gh0).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(gw1, gw0, 1e-4, 1e-6)) << (gw1 - gw0).abs().max().item<double>();
+  EXPECT_EQ(gh1[4].abs().max().item<double>(), 0.0);
+  auto top5 = at::topk(logp, 5, 1);
+  auto [l5, k5, gh5, gw5] = run([&](auto& hr, auto& wr) {
+    return train::distillation_loss_topk(hr, wr, std::get<1>(top5), std::get<0>(top5), targets, o);
+  });
+  EXPECT_TRUE(std::isfinite(l5));
+  EXPECT_GT(std::abs(k5 - k0), 1e-3);
+  o.loss = config::KdLossType::js;
+  auto msg = test::input_error([&] {
+    train::distillation_loss_topk(h, w, std::get<1>(top5), std::get<0>(top5), targets, o);
+  });
+  EXPECT_NE(msg.find("forward_kl only"), std::string::npos) << msg;
+}
+
 class KdTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -321,3 +365,76 @@ zip:
 }
 
 }  // namespace
+
+namespace {
+
+double last_train(const fs::path& metrics, const std::string& key) {
+  double v = NAN;
+  for (const auto& line : split(read_text(metrics), '\n')) {
+    if (line.empty()) continue;
+    auto j = json::parse(line);
+    if (json::find(j, key) && json::find(j, "step")) v = json::as_double(json::at(j, key, "m"));
+  }
+  return v;
+}
+
+}  // namespace
+
+// kd.cache: the teacher's top-k written once by `deepthin kd cache`; a student distilled from a
+// cache of every token (k = V) follows the one distilled from the teacher itself (the cache keeps
+// log-probabilities in fp16), a cache of 8 tokens a token comes close, and a cache that does not
+// fit the run is refused before any step.
+TEST_F(KdTrainTest, CacheWrittenOnceDistillsLikeTheTeacher) {
+  const std::string cfg = (tmp_ / "cfg.yaml").string(),
+                    kd = " --set kd.temperature=2 --set kd.ratio=0.7";
+  auto full = run_cli("kd cache " + cfg + " --set kd.teacher=" + teacher() + " --k 128 --out " +
+                      (tmp_ / "cache128").string());
+  ASSERT_EQ(full.status, 0) << full.err;
+  EXPECT_NE(full.err.find("512.0 bytes a token"), std::string::npos) << full.err;
+  // 80 windows? The dataset's windows of 17 tokens, 16 positions each, 128 × (2 + 2) bytes.
+  const auto manifest = json::parse(read_text(tmp_ / "cache128/kd_cache.json"));
+  const int64_t windows =
+      json::as_int(json::at(json::at(manifest, "sources", "m")[0], "windows", "m"));
+  EXPECT_GT(windows, 10);
+  EXPECT_EQ(fs::file_size(tmp_ / "cache128/0.ids"), static_cast<uintmax_t>(windows * 16 * 128 * 2));
+  EXPECT_EQ(fs::file_size(tmp_ / "cache128/0.logp"),
+            static_cast<uintmax_t>(windows * 16 * 128 * 2));
+  auto small = run_cli("kd cache " + cfg + " --set kd.teacher=" + teacher() + " --k 8 --out " +
+                       (tmp_ / "cache8").string());
+  ASSERT_EQ(small.status, 0) << small.err;
+  EXPECT_NE(small.err.find("32.0 bytes a token"), std::string::npos) << small.err;
+
+  auto t = train("from-teacher", "--set kd.teacher=" + teacher() + kd);
+  ASSERT_EQ(t.status, 0) << t.err;
+  auto c = train("from-cache", "--set kd.cache=" + (tmp_ / "cache128").string() + kd);
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_NE(c.err.find("distillation: from the top-k cache"), std::string::npos) << c.err;
+  auto c8 = train("from-cache8", "--set kd.cache=" + (tmp_ / "cache8").string() + kd);
+  ASSERT_EQ(c8.status, 0) << c8.err;
+  const auto m = [&](const std::string& run) { return tmp_ / "runs" / run / "metrics.jsonl"; };
+  const double lt = last_train(m("from-teacher"), "loss"), lc = last_train(m("from-cache"), "loss"),
+               l8 = last_train(m("from-cache8"), "loss");
+  const double ct = last_train(m("from-teacher"), "ce"), c8ce = last_train(m("from-cache8"), "ce");
+  std::printf(
+      "loss after 6 steps: teacher %.5f, cache k=128 %.5f, cache k=8 %.5f (CE %.4f vs %.4f)\n", lt,
+      lc, l8, ct, c8ce);
+  EXPECT_NEAR(lc, lt, 2e-3 * lt);
+  EXPECT_NEAR(last_train(m("from-cache"), "kd"), last_train(m("from-teacher"), "kd"), 2e-3 * lt);
+  EXPECT_NEAR(c8ce, ct, 0.05 * ct);  // the student learns nearly the same
+
+  auto wrong_len =
+      train("bad", "--set kd.cache=" + (tmp_ / "cache8").string() + " --set train.seq_len=8");
+  EXPECT_EQ(wrong_len.status, 2);
+  EXPECT_NE(wrong_len.err.find("train.seq_len 16, this run has 8"), std::string::npos)
+      << wrong_len.err;
+  auto js = train("bad2", "--set kd.cache=" + (tmp_ / "cache8").string() + " --set kd.loss=js");
+  EXPECT_EQ(js.status, 2);
+  EXPECT_NE(js.err.find("forward_kl alone"), std::string::npos) << js.err;
+  EXPECT_FALSE(fs::exists(tmp_ / "runs/bad/metrics.jsonl"));
+  auto again = run_cli("kd cache " + cfg + " --set kd.teacher=" + teacher() + " --k 8 --out " +
+                       (tmp_ / "cache8").string());
+  EXPECT_EQ(again.status, 2) << again.err;
+  auto forced = run_cli("kd cache " + cfg + " --set kd.teacher=" + teacher() + " --k 8 --out " +
+                        (tmp_ / "cache8").string() + " --force");
+  EXPECT_EQ(forced.status, 0) << forced.err;
+}

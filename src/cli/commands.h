@@ -21,5 +21,6 @@ int run_generate(const Argv& argv);
 int run_bench(const Argv& argv);
 int run_export(const Argv& argv);
 int run_eval(const Argv& argv);
+int run_kd(const Argv& argv);
 
 }  // namespace deepthin::cli

@@ -45,6 +45,8 @@ const Command kCommands[] = {
     {"sweep", "Expand an experiment into runs (budget solver for depth vs width) and train them",
      deepthin::cli::run_sweep},
     {"report", "Tables (CSV, markdown) and plots of a sweep's results", deepthin::cli::run_report},
+    {"kd", "Distillation tools: cache a teacher's top-k log-probabilities once for many students",
+     deepthin::cli::run_kd},
 };
 
 void print_usage() {

@@ -26,6 +26,11 @@ void Config::check(const Checker& c) const {
   c.require(train.seq_len <= model.max_seq_len, "train.seq_len",
             "seq_len " + std::to_string(train.seq_len) + " exceeds model.max_seq_len " +
                 std::to_string(model.max_seq_len));
+  c.require(kd.cache.empty() || kd.loss == KdLossType::forward_kl, "kd.loss",
+            std::string("kd.cache holds the teacher's top-k tokens only, from which forward_kl "
+                        "alone can be computed; got ") +
+                std::string(kKdLosses[static_cast<int>(kd.loss)]) +
+                " (set kd.loss: forward_kl, or distill from kd.teacher)");
 }
 
 namespace {

@@ -195,6 +195,10 @@ void KdConfig::visit(Visitor& v) {
   v.field(
       "device", device,
       "Device of the teacher (e.g. cuda:1); empty: the student's. bf16 on GPUs, fp32 on the CPU");
+  v.field("cache", cache,
+          "Distill from the teacher's top-k log-probabilities written by `deepthin kd cache` "
+          "instead of running the teacher (forward_kl; the teacher is not loaded). Empty: run "
+          "kd.teacher");
 }
 
 void DistributedConfig::visit(Visitor& v) {

@@ -127,6 +127,7 @@ struct KdConfig : Section {
   double temperature = 1.0;
   double ratio = 1.0;  // (1 − ratio)·CE + ratio·KD
   std::string device;  // "" → the student's device
+  std::string cache;   // "" → run the teacher; else its top-k cache (train/kd_cache.h)
   void visit(Visitor& v) override;
 };
 

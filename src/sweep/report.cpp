@@ -508,9 +508,10 @@ void md_distillation(const Sweep& sw, std::ostringstream& md) {
   std::vector<const Row*> kd_rows, plain_rows;
   for (const auto& r : sw.rows) {
     if (!r.have_config || r.status != "done" || r.evals.empty()) continue;
-    if (!r.cfg.kd.teacher.empty() && r.cfg.kd.ratio > 0)
+    const bool has_teacher = !r.cfg.kd.teacher.empty() || !r.cfg.kd.cache.empty();
+    if (has_teacher && r.cfg.kd.ratio > 0)
       kd_rows.push_back(&r);
-    else if (!r.cfg.kd.teacher.empty() || r.point != "teacher")
+    else if (has_teacher || r.point != "teacher")
       plain_rows.push_back(&r);
   }
   if (kd_rows.empty() || plain_rows.empty()) return;

@@ -9,6 +9,7 @@
 
 #include "kernels/fused.h"
 #include "kernels/ops.h"
+#include "util/error.h"
 
 namespace deepthin::train {
 
@@ -168,7 +169,93 @@ class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
   }
 };
 
+// One chunk against the teacher's top-k: CE ∂/∂z = softmax(z) − onehot; forward KL over the k
+// tokens, q = softmax(logp / T): row −Σ q·s[ids], ∂/∂u = p − scatter(q).
+ChunkGrads chunk_topk(const at::Tensor& h, const at::Tensor& w, const at::Tensor& ids,
+                      const at::Tensor& logp, const at::Tensor& targets, const at::Tensor& mask,
+                      const at::Tensor& count, double T, double ratio, at::ScalarType dtype) {
+  auto hc = h.to(dtype), wc = w.to(dtype);
+  auto z = at::matmul(hc, wc.t()).to(at::kFloat);
+  auto lse = at::logsumexp(z, 1, /*keepdim=*/true);
+  auto t = targets.unsqueeze(1);
+  auto ce_rows = lse.squeeze(1) - z.gather(1, t).squeeze(1);
+  auto d_ce = (z - lse).exp_();
+  d_ce.scatter_add_(1, t, at::full({z.size(0), 1}, -1.0, z.options()));
+  auto s = at::log_softmax(z / T, 1);
+  auto q = at::softmax(logp.to(at::kFloat) / T, 1);
+  auto kd_rows = -(q * s.gather(1, ids)).sum(1);
+  auto d_u = s.exp_().scatter_add_(1, ids, -q);
+  auto m = mask.unsqueeze(1);
+  auto dz = (((1.0 - ratio) * d_ce + (ratio * T) * d_u) * (m / count)).to(dtype);
+  return {at::matmul(dz, wc).to(h.scalar_type()), at::matmul(dz.t(), hc).to(at::kFloat),
+          (ce_rows * mask).sum(), (kd_rows * mask).sum()};
+}
+
+class ChunkedKdTopK : public torch::autograd::Function<ChunkedKdTopK> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& hidden, const at::Tensor& weight,
+                                                const at::Tensor& ids, const at::Tensor& logp,
+                                                const at::Tensor& targets, double temperature,
+                                                double ratio, int64_t chunk_rows,
+                                                int64_t compute_dtype, int64_t ignore_index) {
+    at::NoGradGuard no_grad;
+    const auto dtype = static_cast<at::ScalarType>(compute_dtype);
+    const int64_t N = hidden.size(0);
+    auto valid = targets.ne(ignore_index);
+    auto count = valid.sum().to(at::kFloat).clamp_min(1.0);
+    auto grad_h = at::empty_like(hidden);
+    auto grad_w = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
+    auto ce_sum = at::zeros({}, hidden.options().dtype(at::kFloat)), kd_sum = ce_sum.clone();
+    for (int64_t start = 0; start < N; start += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, N - start);
+      auto v = valid.narrow(0, start, n);
+      const ChunkGrads g =
+          chunk_topk(hidden.narrow(0, start, n), weight, ids.narrow(0, start, n),
+                     logp.narrow(0, start, n), targets.narrow(0, start, n).masked_fill(~v, 0),
+                     v.to(at::kFloat), count, temperature, ratio, dtype);
+      grad_h.narrow(0, start, n).copy_(g.grad_h);
+      grad_w.add_(g.grad_w);
+      ce_sum += g.ce;
+      kd_sum += g.kd;
+    }
+    ctx->saved_data["grad_h"] = grad_h;
+    ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
+    auto ce_mean = ce_sum / count, kd_mean = kd_sum / count;
+    auto total = (1.0 - ratio) * ce_mean + ratio * temperature * temperature * kd_mean;
+    ctx->mark_non_differentiable({ce_mean, kd_mean});
+    return {total, ce_mean, kd_mean};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto scale = grad_out[0].to(at::kFloat);
+    return {ctx->saved_data["grad_h"].toTensor() * scale,
+            ctx->saved_data["grad_w"].toTensor() * scale,
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
+
 }  // namespace
+
+KdLossParts distillation_loss_topk(const at::Tensor& student_hidden,
+                                   const at::Tensor& student_weight, const at::Tensor& teacher_ids,
+                                   const at::Tensor& teacher_logp, const at::Tensor& targets,
+                                   const KdLossOptions& opts) {
+  if (opts.loss != config::KdLossType::forward_kl)
+    fail_input("distillation from a top-k cache computes forward_kl only");
+  auto out = ChunkedKdTopK::apply(student_hidden, student_weight, teacher_ids, teacher_logp,
+                                  targets, opts.temperature, opts.ratio, opts.chunk_rows,
+                                  static_cast<int64_t>(opts.compute_dtype), opts.ignore_index);
+  return {out[0], out[1], out[2]};
+}
 
 KdLossOptions kd_loss_options(const config::KdConfig& kd, int64_t chunk_rows,
                               at::ScalarType compute_dtype, const c10::Device& device) {

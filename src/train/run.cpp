@@ -166,6 +166,17 @@ void build_model(Run& r) {
 // Distillation's teacher. With kd.ratio 0 it is checked and let go: plain training.
 void attach_teacher(Run& r) {
   const config::Config& cfg = *r.cfg;
+  if (!cfg.kd.cache.empty()) {
+    r.kd_cache = std::make_unique<KdCache>(cfg.kd.cache, cfg);
+    log::info("distillation: from the top-k cache {}, forward_kl at temperature {}, ratio {}{}",
+              r.kd_cache->describe(), cfg.kd.temperature, cfg.kd.ratio,
+              cfg.kd.teacher.empty() ? "" : " (kd.teacher is not loaded)");
+    if (cfg.kd.ratio == 0) {
+      log::info("kd.ratio is 0: the cache is not used");
+      r.kd_cache.reset();
+    }
+    return;
+  }
   if (cfg.kd.teacher.empty()) return;
   r.teacher = load_teacher(cfg, r.device);
   const Teacher& t = *r.teacher;

@@ -21,6 +21,7 @@
 #include "model/decoder.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_writer.h"
+#include "train/kd_cache.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/precision.h"
@@ -58,7 +59,9 @@ struct Run {
   model::Decoder model{nullptr};
   std::unique_ptr<dist::DataParallel> dp;  // null in a world of one
   std::unique_ptr<AdamW> optimizer;
-  std::optional<Teacher> teacher;  // distillation only
+  std::optional<Teacher> teacher;     // distillation only
+  std::unique_ptr<KdCache> kd_cache;  // distillation from kd.cache (no teacher then)
+  bool distilling() const { return teacher || kd_cache; }
   // Progress: restored on resume, saved in checkpoints.
   TrainerState state;
   std::unique_ptr<MetricsLog> metrics;  // rank 0 only

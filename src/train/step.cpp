@@ -69,6 +69,8 @@ std::string graph_obstacle(const TrainStep::Parts& p, bool need_gpu = true) {
     return "distillation's teacher runs on " + p.teacher->device.str() + ", the student on " +
            p.device.str();
   if (std::getenv("DEEPTHIN_FAULT")) return "DEEPTHIN_FAULT's test hooks run on the host";
+  if (need_gpu && p.teacher_cache)
+    return "kd.cache's top-k rows are read for each batch (not captured yet)";
   return "";
 }
 
@@ -109,10 +111,10 @@ void configure_for_training(model::Decoder& model, const config::TrainConfig& tc
   model->set_recompute(plan);
 }
 
-BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
+BatchLoss batch_loss(model::Decoder& m, const StepBatch& batch, const c10::Device& device,
                      Precision precision, int64_t chunk, Teacher* teacher,
                      const config::KdConfig* kd, double* teacher_ms) {
-  auto x = tokens.to(device, /*non_blocking=*/true);
+  auto x = batch.tokens.to(device, /*non_blocking=*/true);
   const int64_t T = x.size(1) - 1;
   at::Tensor hidden;
   {
@@ -121,6 +123,15 @@ BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Dev
   }
   const auto compute = precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
   auto targets = x.narrow(1, 1, T).reshape({-1});
+  if (batch.teacher_ids.defined()) {
+    if (!kd) fail_runtime("batch_loss: kd.cache rows without the kd section");
+    const int64_t k = batch.teacher_ids.size(-1);
+    auto parts = distillation_loss_topk(hidden.reshape({-1, hidden.size(-1)}), m->output_weight(),
+                                        batch.teacher_ids.reshape({-1, k}).to(device),
+                                        batch.teacher_logp.reshape({-1, k}).to(device), targets,
+                                        kd_loss_options(*kd, chunk, compute, device));
+    return {parts.total, parts.ce, parts.kd};
+  }
   if (teacher) {
     at::Tensor th;
     {
@@ -191,7 +202,7 @@ void TrainStep::drop_grads() {
   for (const auto& p : params_) p.mutable_grad().reset();
 }
 
-StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
+StepResult TrainStep::run(const std::function<StepBatch()>& next_batch, double lr, int64_t step,
                           bool stop_requested, bool time_teacher) {
   auto r = launch_ == Launch::eager ? run_eager(next_batch, lr, step, stop_requested, time_teacher)
                                     : run_on_device(next_batch, lr, stop_requested, time_teacher);
@@ -201,7 +212,7 @@ StepResult TrainStep::run(const std::function<at::Tensor()>& next_batch, double 
   return r;
 }
 
-TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(int64_t)>& batch,
+TrainStep::MicroSums TrainStep::forward_backward(const std::function<StepBatch(int64_t)>& batch,
                                                  int64_t step, bool time_teacher) {
   const double accum = static_cast<double>(grad_accum_);
   MicroSums sums;
@@ -214,7 +225,7 @@ TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(
     (loss / accum).backward();
     auto part = loss.detach().to(at::kDouble) / accum;
     sums.total = micro == 0 ? part : sums.total + part;
-    if (p_.teacher) {
+    if (distilling()) {
       auto c = parts.ce.to(at::kDouble) / accum, k = parts.kd.to(at::kDouble) / accum;
       sums.ce = micro == 0 ? c : sums.ce + c;
       sums.kd = micro == 0 ? k : sums.kd + k;
@@ -223,7 +234,7 @@ TrainStep::MicroSums TrainStep::forward_backward(const std::function<at::Tensor(
   return sums;
 }
 
-at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
+at::Tensor TrainStep::device_body(const std::vector<StepBatch>& micro_batches,
                                   const at::Tensor& lr) {
   const MicroSums sums =
       forward_backward([&](int64_t micro) { return micro_batches[micro]; }, /*step=*/0,
@@ -239,7 +250,7 @@ at::Tensor TrainStep::device_body(const std::vector<at::Tensor>& micro_batches,
     scale = at::where(norm > grad_clip_, (norm + 1e-6) / grad_clip_, at::ones_like(norm));
   p_.optimizer->step_on_device(lr, scale, found_inf);
   std::vector<at::Tensor> stats{loss_sum, norm.to(at::kDouble), found_inf.to(at::kDouble)};
-  if (p_.teacher) {  // distillation's parts, for the log
+  if (distilling()) {  // distillation's parts, for the log
     stats.push_back(sums.ce);
     stats.push_back(sums.kd);
   }
@@ -272,15 +283,15 @@ double TrainStep::time_teacher_forward(const at::Tensor& tokens) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
+StepResult TrainStep::run_on_device(const std::function<StepBatch()>& next_batch, double lr,
                                     bool stop_requested, bool time_teacher) {
-  std::vector<at::Tensor> batches;
+  std::vector<StepBatch> batches;
   for (int64_t micro = 0; micro < grad_accum_; ++micro) batches.push_back(next_batch());
   // The teacher's forward runs inside the step: it is timed once, on its own, for the log.
   if (time_teacher && p_.teacher && !std::isfinite(teacher_ms_))
-    teacher_ms_ = time_teacher_forward(batches.front());
+    teacher_ms_ = time_teacher_forward(batches.front().tokens);
   if (launch_ == Launch::device) {
-    for (auto& b : batches) b = b.to(p_.device, /*non_blocking=*/true);
+    for (auto& b : batches) b.tokens = b.tokens.to(p_.device, /*non_blocking=*/true);
     auto lr_t = at::full({}, lr, at::TensorOptions().dtype(at::kFloat).device(p_.device));
     auto stats = device_body(batches, lr_t);
     drop_grads();
@@ -293,23 +304,23 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
   ready.record(c10::cuda::getCurrentCUDAStream(p_.device.index()));
   ready.block(g.stream);
   c10::cuda::CUDAStreamGuard on_capture_stream(g.stream);
-  const auto shape = batches.front().sizes();
+  const auto shape = batches.front().tokens.sizes();
   for (const auto& b : batches)
-    if (b.sizes() != shape)
+    if (b.tokens.sizes() != shape)
       fail_runtime("the CUDA-graph step needs micro-batches of one shape; got " +
-                   c10::str(b.sizes()) + " after " + c10::str(shape));
+                   c10::str(b.tokens.sizes()) + " after " + c10::str(shape));
   if (!g.tokens.defined() || g.tokens.size(1) != shape[0] || g.tokens.size(2) != shape[1] ||
-      g.tokens.scalar_type() != batches.front().scalar_type()) {
+      g.tokens.scalar_type() != batches.front().tokens.scalar_type()) {
     g.graph.reset();  // a new shape: warm up and capture again
     g.warm = 0;
-    g.tokens =
-        at::empty({grad_accum_, shape[0], shape[1]}, batches.front().options().device(p_.device));
+    g.tokens = at::empty({grad_accum_, shape[0], shape[1]},
+                         batches.front().tokens.options().device(p_.device));
     g.lr = at::empty({}, at::TensorOptions().dtype(at::kFloat).device(p_.device));
   }
   for (int64_t micro = 0; micro < grad_accum_; ++micro)
-    g.tokens[micro].copy_(batches[micro], /*non_blocking=*/true);
+    g.tokens[micro].copy_(batches[micro].tokens, /*non_blocking=*/true);
   g.lr.fill_(lr);
-  std::vector<at::Tensor> inputs;
+  std::vector<StepBatch> inputs;
   for (int64_t micro = 0; micro < grad_accum_; ++micro) inputs.push_back(g.tokens[micro]);
   if (g.warm < kWarmSteps) {
     ++g.warm;
@@ -352,13 +363,13 @@ StepResult TrainStep::run_on_device(const std::function<at::Tensor()>& next_batc
 #endif
 }
 
-StepResult TrainStep::run_eager(const std::function<at::Tensor()>& next_batch, double lr,
+StepResult TrainStep::run_eager(const std::function<StepBatch()>& next_batch, double lr,
                                 int64_t step, bool stop_requested, bool time_teacher) {
   dist::Comm& comm = *p_.comm;
   const auto stat_opts = at::TensorOptions().dtype(at::kDouble).device(comm.device());
   auto sums = forward_backward([&](int64_t) { return next_batch(); }, step, time_teacher);
   at::Tensor loss_sum = sums.total, ce_sum = sums.ce, kd_sum = sums.kd;
-  if (!p_.teacher) ce_sum = kd_sum = at::zeros({}, stat_opts);
+  if (!distilling()) ce_sum = kd_sum = at::zeros({}, stat_opts);
   if (p_.dp) p_.dp->finish_gradients();
 
   // One small all-reduce: the mean loss over ranks and whether any rank was asked to stop (so that

@@ -35,14 +35,24 @@ namespace deepthin::train {
 // recompute their activations (train.activation_checkpointing).
 void configure_for_training(model::Decoder& model, const config::TrainConfig& tc);
 
+// One micro-batch: its token windows and, when distilling from kd.cache, the teacher's top-k rows
+// for them (train/kd_cache.h).
+struct StepBatch {
+  StepBatch() = default;
+  StepBatch(at::Tensor t) : tokens(std::move(t)) {}  // NOLINT(google-explicit-constructor)
+  at::Tensor tokens;                                 // [B, T + 1] int64
+  at::Tensor teacher_ids, teacher_logp;  // [B, T, k] int64 / fp32 with kd.cache, else undefined
+};
+
 struct BatchLoss {
   at::Tensor total, ce, kd;  // ce and kd defined only when distilling
 };
 
 // Mean next-token loss of a batch of token windows [B, T + 1]: hidden states under autocast, then
-// the fused chunked LM-head loss; with a teacher, the chunked distillation loss instead.
-// teacher_ms, when given, receives the teacher's forward time (synchronised).
-BatchLoss batch_loss(model::Decoder& m, const at::Tensor& tokens, const c10::Device& device,
+// the fused chunked LM-head loss; with a teacher (or the batch's top-k rows of kd.cache), the
+// chunked distillation loss instead. teacher_ms, when given, receives the teacher's forward time
+// (synchronised).
+BatchLoss batch_loss(model::Decoder& m, const StepBatch& batch, const c10::Device& device,
                      Precision precision, int64_t chunk, Teacher* teacher = nullptr,
                      const config::KdConfig* kd = nullptr, double* teacher_ms = nullptr);
 
@@ -64,10 +74,11 @@ class TrainStep {
     AdamW* optimizer = nullptr;
     dist::Comm* comm = nullptr;
     dist::DataParallel* dp = nullptr;  // null: one process
-    Teacher* teacher = nullptr;        // null: plain next-token training
+    Teacher* teacher = nullptr;        // null: plain next-token training (or kd.cache)
     const config::KdConfig* kd = nullptr;
     c10::Device device{c10::kCPU};
     Precision precision = Precision::fp32;
+    bool teacher_cache = false;  // the batches carry kd.cache's top-k rows: distillation
   };
   TrainStep(Parts parts, const config::TrainConfig& tc);
   ~TrainStep();
@@ -78,7 +89,7 @@ class TrainStep {
   // the number this step will have (for the fault-injection hooks); with time_teacher the first
   // micro-batch's teacher forward is timed into teacher_ms() (the device and graph launches time
   // it once, on its own, outside the step).
-  StepResult run(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
+  StepResult run(const std::function<StepBatch()>& next_batch, double lr, int64_t step,
                  bool stop_requested, bool time_teacher = false);
   double teacher_ms() const { return teacher_ms_; }
   // Seconds spent capturing the step as a CUDA graph (no training happens meanwhile).
@@ -89,9 +100,9 @@ class TrainStep {
   void set_launch(Launch l);
 
  private:
-  StepResult run_eager(const std::function<at::Tensor()>& next_batch, double lr, int64_t step,
+  StepResult run_eager(const std::function<StepBatch()>& next_batch, double lr, int64_t step,
                        bool stop_requested, bool time_teacher);
-  StepResult run_on_device(const std::function<at::Tensor()>& next_batch, double lr,
+  StepResult run_on_device(const std::function<StepBatch()>& next_batch, double lr,
                            bool stop_requested, bool time_teacher);
   // The teacher's forward over one micro-batch on its own, synchronised (ms).
   double time_teacher_forward(const at::Tensor& tokens);
@@ -99,13 +110,14 @@ class TrainStep {
   struct MicroSums {
     at::Tensor total, ce, kd;  // ce and kd only when distilling
   };
-  MicroSums forward_backward(const std::function<at::Tensor(int64_t)>& batch, int64_t step,
+  MicroSums forward_backward(const std::function<StepBatch(int64_t)>& batch, int64_t step,
                              bool time_teacher);
   // Forward, backward, norm, clipping and update of the micro-batches, all on the device; returns
   // [loss, grad norm, found_inf] (and with a teacher [ce, kd]) as a float64 tensor there.
-  at::Tensor device_body(const std::vector<at::Tensor>& micro_batches, const at::Tensor& lr);
+  at::Tensor device_body(const std::vector<StepBatch>& micro_batches, const at::Tensor& lr);
   StepResult finish_device(const at::Tensor& stats, bool stop_requested);
   void drop_grads();
+  bool distilling() const { return p_.teacher || p_.teacher_cache; }
   struct Graph;  // CUDA builds: the capture stream, static inputs and the captured graph
   Parts p_;
   Launch launch_ = Launch::eager;

@@ -200,16 +200,22 @@ std::vector<std::pair<std::string, int64_t>> tokens_by_source(const Run& r) {
 }
 
 // The micro-batch's tokens; the log says when a source of the mixture begins another epoch.
-at::Tensor next_tokens(Run& r) {
+StepBatch next_tokens(Run& r) {
   const auto t = Clock::now();
   data::Batch b = r.loader->next();
+  StepBatch out(b.tokens);
+  if (r.kd_cache) {
+    auto rows = r.kd_cache->rows(b.sources, b.window_ids);
+    out.teacher_ids = rows.ids;
+    out.teacher_logp = rows.logp;
+  }
   r.goodput.data_wait_s += seconds_since(t);
   if (r.rank0())
     for (const auto& [s, epoch] : b.epochs_begun)
       log::info("data: source {} ran out and begins epoch {} (its windows reshuffled)",
                 r.sources[s].name.empty() ? std::string("data.path") : r.sources[s].name,
                 epoch + 1);
-  return b.tokens;
+  return out;
 }
 
 // One log line and one metrics.jsonl record for the window, then a fresh window.
@@ -243,7 +249,7 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
     j["peak_mem_gb"] = mem;
     j["step_time_s"] = step_s;
     j["elapsed_s"] = elapsed();
-    if (r.teacher) {
+    if (r.distilling()) {
       j["ce"] = w.ce();
       j["kd"] = w.kd();
       if (std::isfinite(info.teacher_ms)) {
@@ -257,6 +263,9 @@ void log_window(Run& r, MetricsWindow& w, const StepInfo& info, const RunClock& 
               log::fixed(info.grad_norm, 3), human_count(tps),
               std::isfinite(mfu) ? log::fixed(100 * mfu, 1) + "%" : std::string("n/a"),
               log::fixed(mem, 2), format_duration(eta));
+    if (r.kd_cache)
+      log::info("  distillation: CE {} | KD {} (from the top-k cache)", log::fixed(w.ce(), 4),
+                log::fixed(w.kd(), 4));
     if (r.teacher)
       log::info(
           "  distillation: CE {} | KD {} | teacher forward {} ms per micro-batch ({}% of "
@@ -362,9 +371,10 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops : known_peak_tflops(r.device);
   int64_t bad_in_a_row = 0;
   reset_peak_memory(r.device);
-  TrainStep step({r.model, r.optimizer.get(), r.comm.get(), r.dp.get(),
-                  r.teacher ? &*r.teacher : nullptr, &cfg.kd, r.device, r.precision},
-                 cfg.train);
+  TrainStep step(
+      {r.model, r.optimizer.get(), r.comm.get(), r.dp.get(), r.teacher ? &*r.teacher : nullptr,
+       &cfg.kd, r.device, r.precision, r.kd_cache != nullptr},
+      cfg.train);
   if (r.rank0()) log::info("training step: {} launch", launch_name(step.launch()));
   r.goodput.startup_s = seconds_since(t_enter);
   const auto t_loop = Clock::now();
