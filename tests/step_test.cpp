@@ -49,7 +49,7 @@ config::Config small_config(int64_t grad_accum, double clip) {
 // A model, its optimizer and a step, on one device.
 struct Trainee {
   Trainee(const config::Config& cfg, const c10::Device& device, train::Precision precision,
-          train::Teacher* teacher = nullptr)
+          train::Teacher* teacher = nullptr, bool teacher_cache = false)
       : m(cfg.model), kd(cfg.kd) {
     m->reset_parameters(5);
     m->to(device);
@@ -60,7 +60,9 @@ struct Trainee {
     auto tc = cfg.train;
     tc.cuda_graph = config::GraphChoice::off;
     step = std::make_unique<train::TrainStep>(
-        train::TrainStep::Parts{m, opt.get(), &comm, nullptr, teacher, &kd, device, precision}, tc);
+        train::TrainStep::Parts{m, opt.get(), &comm, nullptr, teacher, &kd, device, precision,
+                                teacher_cache},
+        tc);
   }
   model::Decoder m;
   config::KdConfig kd;
@@ -79,7 +81,23 @@ std::vector<at::Tensor> batches(int64_t n, const config::Config& cfg) {
   return out;
 }
 
-std::vector<train::StepResult> run_steps(Trainee& t, const std::vector<at::Tensor>& data,
+// Batches with kd.cache's rows: a random teacher's top-k log-probabilities at each position.
+std::vector<train::StepBatch> cached_batches(int64_t n, const config::Config& cfg, int64_t k) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(29);
+  std::vector<train::StepBatch> out;
+  for (const auto& tokens : batches(n, cfg)) {
+    auto logits = 3.0 * at::randn({tokens.size(0), tokens.size(1) - 1, cfg.model.vocab_size}, gen);
+    auto top = at::topk(at::log_softmax(logits, -1), k, -1);
+    train::StepBatch b(tokens);
+    b.teacher_ids = std::get<1>(top);
+    b.teacher_logp = std::get<0>(top);
+    out.push_back(b);
+  }
+  return out;
+}
+
+template <typename Batch>
+std::vector<train::StepResult> run_steps(Trainee& t, const std::vector<Batch>& data,
                                          int64_t steps) {
   size_t next = 0;
   std::vector<train::StepResult> out;
@@ -181,6 +199,25 @@ TEST(TrainStepLaunch, DeviceStepWithATeacherFollowsTheEagerStepOnCpu) {
   }
   // The reported loss is the mix of its parts.
   EXPECT_NEAR(re[0].loss, 0.4 * re[0].ce + 0.6 * 4.0 * re[0].kd, 1e-6 * re[0].loss);
+  EXPECT_LT(max_param_diff(eager, device), 1e-5);
+}
+
+// Distillation from kd.cache's rows in the device step: the same losses, parts, norms and weights
+// as the eager step.
+TEST(TrainStepLaunch, DeviceStepFromACacheFollowsTheEagerStepOnCpu) {
+  auto cfg = with_kd(small_config(2, 0.5));
+  cfg.kd.loss = config::KdLossType::forward_kl;
+  const c10::Device cpu(c10::kCPU);
+  Trainee eager(cfg, cpu, train::Precision::fp32, nullptr, true),
+      device(cfg, cpu, train::Precision::fp32, nullptr, true);
+  device.step->set_launch(train::Launch::device);
+  const auto data = cached_batches(10, cfg, 7);
+  auto re = run_steps(eager, data, 5), rd = run_steps(device, data, 5);
+  for (size_t s = 0; s < re.size(); ++s) {
+    EXPECT_NEAR(rd[s].loss, re[s].loss, 1e-5 * std::abs(re[s].loss)) << "step " << s + 1;
+    EXPECT_NEAR(rd[s].kd, re[s].kd, 1e-5 * std::abs(re[s].kd)) << "step " << s + 1;
+    EXPECT_GT(re[s].kd, 0.0);
+  }
   EXPECT_LT(max_param_diff(eager, device), 1e-5);
 }
 
@@ -318,6 +355,22 @@ TEST(TrainStepLaunch, CapturedDistillationStepsEqualUncapturedSteps) {
     size_t next = 16;
     graphed.step->run([&] { return data.at(next++); }, 1e-3, 9, false, /*time_teacher=*/true);
     EXPECT_GT(graphed.step->teacher_ms(), 0.0);
+  }
+  // From kd.cache's rows: captured equals uncaptured too.
+  {
+    auto cc = with_kd(small_config(2, 0.5));
+    cc.kd.loss = config::KdLossType::forward_kl;
+    Trainee uncaptured(cc, cuda, train::Precision::bf16, nullptr, true),
+        graphed(cc, cuda, train::Precision::bf16, nullptr, true);
+    uncaptured.step->set_launch(train::Launch::device);
+    graphed.step->set_launch(train::Launch::graph);
+    const auto data = cached_batches(16, cc, 7);
+    auto ru = run_steps(uncaptured, data, 8), rg = run_steps(graphed, data, 8);
+    for (size_t s = 0; s < ru.size(); ++s) {
+      EXPECT_NEAR(rg[s].loss, ru[s].loss, 1e-5 * std::abs(ru[s].loss)) << "cache step " << s + 1;
+      EXPECT_NEAR(rg[s].kd, ru[s].kd, 1e-5 * std::abs(ru[s].kd)) << "cache step " << s + 1;
+    }
+    EXPECT_LT(max_param_diff(uncaptured, graphed), 1e-4);
   }
   auto cfg = with_kd(small_config(1, 1.0));
   cfg.train.cuda_graph = config::GraphChoice::auto_;

@@ -33,9 +33,10 @@ struct TrainStep::Graph {
   c10::cuda::CUDAStream stream;  // graphs are captured on a stream other than the default one
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   at::Tensor tokens;  // [grad_accum, B, T + 1]: the batch is copied here before each replay
-  at::Tensor lr;      // 0-d fp32, filled before each replay
-  at::Tensor stats;   // the captured step's [loss, grad norm, found_inf]
-  int64_t warm = 0;   // device steps run so far on this stream (libraries initialise lazily)
+  at::Tensor teacher_ids, teacher_logp;  // [grad_accum, B, T, k] with kd.cache, likewise
+  at::Tensor lr;                         // 0-d fp32, filled before each replay
+  at::Tensor stats;                      // the captured step's [loss, grad norm, found_inf]
+  int64_t warm = 0;  // device steps run so far on this stream (libraries initialise lazily)
 };
 #else
 struct TrainStep::Graph {};
@@ -69,8 +70,6 @@ std::string graph_obstacle(const TrainStep::Parts& p, bool need_gpu = true) {
     return "distillation's teacher runs on " + p.teacher->device.str() + ", the student on " +
            p.device.str();
   if (std::getenv("DEEPTHIN_FAULT")) return "DEEPTHIN_FAULT's test hooks run on the host";
-  if (need_gpu && p.teacher_cache)
-    return "kd.cache's top-k rows are read for each batch (not captured yet)";
   return "";
 }
 
@@ -291,7 +290,13 @@ StepResult TrainStep::run_on_device(const std::function<StepBatch()>& next_batch
   if (time_teacher && p_.teacher && !std::isfinite(teacher_ms_))
     teacher_ms_ = time_teacher_forward(batches.front().tokens);
   if (launch_ == Launch::device) {
-    for (auto& b : batches) b.tokens = b.tokens.to(p_.device, /*non_blocking=*/true);
+    for (auto& b : batches) {
+      b.tokens = b.tokens.to(p_.device, /*non_blocking=*/true);
+      if (b.teacher_ids.defined()) {
+        b.teacher_ids = b.teacher_ids.to(p_.device, /*non_blocking=*/true);
+        b.teacher_logp = b.teacher_logp.to(p_.device, /*non_blocking=*/true);
+      }
+    }
     auto lr_t = at::full({}, lr, at::TensorOptions().dtype(at::kFloat).device(p_.device));
     auto stats = device_body(batches, lr_t);
     drop_grads();
@@ -304,64 +309,92 @@ StepResult TrainStep::run_on_device(const std::function<StepBatch()>& next_batch
   ready.record(c10::cuda::getCurrentCUDAStream(p_.device.index()));
   ready.block(g.stream);
   c10::cuda::CUDAStreamGuard on_capture_stream(g.stream);
-  const auto shape = batches.front().tokens.sizes();
-  for (const auto& b : batches)
-    if (b.tokens.sizes() != shape)
-      fail_runtime("the CUDA-graph step needs micro-batches of one shape; got " +
-                   c10::str(b.tokens.sizes()) + " after " + c10::str(shape));
-  if (!g.tokens.defined() || g.tokens.size(1) != shape[0] || g.tokens.size(2) != shape[1] ||
-      g.tokens.scalar_type() != batches.front().tokens.scalar_type()) {
-    g.graph.reset();  // a new shape: warm up and capture again
-    g.warm = 0;
-    g.tokens = at::empty({grad_accum_, shape[0], shape[1]},
-                         batches.front().tokens.options().device(p_.device));
-    g.lr = at::empty({}, at::TensorOptions().dtype(at::kFloat).device(p_.device));
-  }
-  for (int64_t micro = 0; micro < grad_accum_; ++micro)
-    g.tokens[micro].copy_(batches[micro].tokens, /*non_blocking=*/true);
+  const std::vector<StepBatch> inputs = stage_graph_inputs(batches);
   g.lr.fill_(lr);
-  std::vector<StepBatch> inputs;
-  for (int64_t micro = 0; micro < grad_accum_; ++micro) inputs.push_back(g.tokens[micro]);
   if (g.warm < kWarmSteps) {
     ++g.warm;
     auto stats = device_body(inputs, g.lr);
     drop_grads();
     return finish_device(stats, stop_requested);
   }
-  if (!g.graph) {
-    // The gradients are born inside the capture (in its memory pool) and stay: every replay
-    // writes them again. The eager steps' cached blocks go back first, so that the graph's pool
-    // does not sit beside them.
-    const auto t_capture = std::chrono::steady_clock::now();
-    drop_grads();
-    g.stream.synchronize();
-    c10::cuda::CUDACachingAllocator::emptyCache();
-    g.graph = std::make_unique<at::cuda::CUDAGraph>();
-    g.graph->capture_begin();
-    try {
-      g.stats = device_body(inputs, g.lr);
-    } catch (const std::exception& e) {
-      try {
-        g.graph->capture_end();
-      } catch (const std::exception&) {
-      }
-      g.graph.reset();
-      g.stats = at::Tensor();
-      drop_grads();
-      fail_runtime(std::string("capturing the training step as a CUDA graph failed: ") + e.what() +
-                   "\nSet train.cuda_graph: off to run the step eagerly.");
-    }
-    g.graph->capture_end();
-    capture_s_ +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count();
-    log::info("training step captured as one CUDA graph in {} s", log::fixed(capture_s_, 2));
-  }
+  if (!g.graph) capture_graph(inputs);
   g.graph->replay();
   return finish_device(g.stats, stop_requested);
 #else
   fail_runtime("the CUDA-graph step needs a CUDA build");
 #endif
 }
+
+#ifdef DEEPTHIN_CUDA
+std::vector<StepBatch> TrainStep::stage_graph_inputs(const std::vector<StepBatch>& batches) {
+  Graph& g = *graph_;
+  const auto shape = batches.front().tokens.sizes();
+  for (const auto& b : batches)
+    if (b.tokens.sizes() != shape)
+      fail_runtime("the CUDA-graph step needs micro-batches of one shape; got " +
+                   c10::str(b.tokens.sizes()) + " after " + c10::str(shape));
+  const auto on_device = at::TensorOptions().device(p_.device);
+  if (!g.tokens.defined() || g.tokens.size(1) != shape[0] || g.tokens.size(2) != shape[1] ||
+      g.tokens.scalar_type() != batches.front().tokens.scalar_type()) {
+    g.graph.reset();  // a new shape: warm up and capture again
+    g.warm = 0;
+    g.tokens = at::empty({grad_accum_, shape[0], shape[1]},
+                         on_device.dtype(batches.front().tokens.scalar_type()));
+    g.lr = at::empty({}, on_device.dtype(at::kFloat));
+  }
+  // kd.cache's rows, likewise in static buffers.
+  const bool cached = batches.front().teacher_ids.defined();
+  if (cached && (!g.teacher_ids.defined() ||
+                 g.teacher_ids[0].sizes() != batches.front().teacher_ids.sizes())) {
+    g.graph.reset();
+    g.warm = 0;
+    auto shape_k = batches.front().teacher_ids.sizes().vec();
+    shape_k.insert(shape_k.begin(), grad_accum_);
+    g.teacher_ids = at::empty(shape_k, on_device.dtype(at::kLong));
+    g.teacher_logp = at::empty(shape_k, on_device.dtype(at::kFloat));
+  }
+  std::vector<StepBatch> inputs;
+  for (int64_t micro = 0; micro < grad_accum_; ++micro) {
+    g.tokens[micro].copy_(batches[micro].tokens, /*non_blocking=*/true);
+    inputs.emplace_back(g.tokens[micro]);
+    if (!cached) continue;
+    g.teacher_ids[micro].copy_(batches[micro].teacher_ids, /*non_blocking=*/true);
+    g.teacher_logp[micro].copy_(batches[micro].teacher_logp, /*non_blocking=*/true);
+    inputs.back().teacher_ids = g.teacher_ids[micro];
+    inputs.back().teacher_logp = g.teacher_logp[micro];
+  }
+  return inputs;
+}
+
+void TrainStep::capture_graph(const std::vector<StepBatch>& inputs) {
+  Graph& g = *graph_;
+  // The gradients are born inside the capture (in its memory pool) and stay: every replay
+  // writes them again. The eager steps' cached blocks go back first, so that the graph's pool
+  // does not sit beside them.
+  const auto t_capture = std::chrono::steady_clock::now();
+  drop_grads();
+  g.stream.synchronize();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  g.graph = std::make_unique<at::cuda::CUDAGraph>();
+  g.graph->capture_begin();
+  try {
+    g.stats = device_body(inputs, g.lr);
+  } catch (const std::exception& e) {
+    try {
+      g.graph->capture_end();
+    } catch (const std::exception&) {
+    }
+    g.graph.reset();
+    g.stats = at::Tensor();
+    drop_grads();
+    fail_runtime(std::string("capturing the training step as a CUDA graph failed: ") + e.what() +
+                 "\nSet train.cuda_graph: off to run the step eagerly.");
+  }
+  g.graph->capture_end();
+  capture_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count();
+  log::info("training step captured as one CUDA graph in {} s", log::fixed(capture_s_, 2));
+}
+#endif
 
 StepResult TrainStep::run_eager(const std::function<StepBatch()>& next_batch, double lr,
                                 int64_t step, bool stop_requested, bool time_teacher) {

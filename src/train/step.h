@@ -116,6 +116,10 @@ class TrainStep {
   // [loss, grad norm, found_inf] (and with a teacher [ce, kd]) as a float64 tensor there.
   at::Tensor device_body(const std::vector<StepBatch>& micro_batches, const at::Tensor& lr);
   StepResult finish_device(const at::Tensor& stats, bool stop_requested);
+  // CUDA builds: the micro-batches copied into the graph's static buffers (made again, and the
+  // graph dropped, when their shapes change), and the capture of the device step over them.
+  std::vector<StepBatch> stage_graph_inputs(const std::vector<StepBatch>& batches);
+  void capture_graph(const std::vector<StepBatch>& inputs);
   void drop_grads();
   bool distilling() const { return p_.teacher || p_.teacher_cache; }
   struct Graph;  // CUDA builds: the capture stream, static inputs and the captured graph
