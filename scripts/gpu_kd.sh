@@ -48,3 +48,26 @@ for name, plain, kd, mb in (("350M-shaped", "plain16", "t350m", 16), ("1B-shaped
           f"{k['tokens_per_s']:,.0f} ({k['step_ms']:.1f}, {k['launch']}) | {k['tokens_per_s'] / p['tokens_per_s']:.3f} | "
           f"{k['teacher_forward_ms']:.1f} | {k['kd_loss_fwd_bwd_ms']:.1f} | {k['loss_fwd_bwd_ms']:.1f} | {bound:.1f} |")
 EOF
+
+# The top-k cache (needs .carry): the 350M-shaped teacher over ~5 MB of the carried corpus, k = 16;
+# its write speed and bytes a token, then the 125M student trained 40 steps from it and from the
+# teacher itself (tokens/s from each run's log).
+if [ -f .carry/corpus.jsonl.gz ]; then
+  [ -d $W/shards ] || {
+    zcat .carry/corpus.jsonl.gz | head -c 5000000 > $W/slice.jsonl
+    $D data prepare --tokenizer .carry/tokenizer-4096.model --input $W/slice.jsonl --out $W/shards \
+      --threads 16 2>&1 | tail -1
+  }
+  common=(--set data.path=$W/shards --set 'data.tokenizer=""' --set train.micro_batch_size=16
+          --set kd.teacher=$W/t350m)
+  rm -rf $W/cache $W/runs
+  $D kd cache $C125 "${common[@]}" --k 16 --batch 8 --out $W/cache 2>&1 | tail -1
+  for how in teacher cache; do
+    extra=()
+    [ $how = cache ] && extra=(--set kd.cache=$W/cache)
+    $D train $C125 "${common[@]}" "${extra[@]}" --set run.root=$W/runs --set run.name=$how \
+      --set train.max_steps=40 --set log.every=10 --set eval.every=0 --set checkpoint.every=0 \
+      --set checkpoint.at_end=false > /dev/null 2>&1
+    echo "student from the $how: $(grep -E 'step 40/40' $W/runs/$how/train.log | tail -1)"
+  done
+fi

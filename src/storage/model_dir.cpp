@@ -179,10 +179,11 @@ void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
 }
 
 void write_model_files(const std::filesystem::path& dir, const TensorList& tensors,
-                       const config::Config& c, const SaveOptions& opts) {
+                       const config::Config& c, const SaveOptions& opts,
+                       std::string* weights_sha256) {
   std::filesystem::create_directories(dir);
   config::Config saved = saved_config(c, opts.expand_shared);
-  save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}}, weights_sha256);
   write_file_atomic(dir / "config.json", json::dump(hf_config_json(saved.model), 2) + "\n");
   write_file_atomic(dir / "deepthin.yaml", config::to_yaml(saved));
 }

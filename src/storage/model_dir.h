@@ -46,8 +46,10 @@ void save_model_files(const std::filesystem::path& dir, const model::Decoder& m,
                       const config::Config& c, const SaveOptions& opts = {});
 // The files of save_model_files from tensors already in host memory, for writers that run apart
 // from the model (asynchronous checkpoints copy them with train/checkpoint.h's HostStaging).
+// With weights_sha256, model.safetensors' SHA-256 (computed as it is written).
 void write_model_files(const std::filesystem::path& dir, const TensorList& tensors,
-                       const config::Config& c, const SaveOptions& opts = {});
+                       const config::Config& c, const SaveOptions& opts = {},
+                       std::string* weights_sha256 = nullptr);
 
 // Copies `tensors` into the model's parameters; every parameter must be present with its shape.
 // Tensors the model does not have are an error, except rotary caches older transformers saved.

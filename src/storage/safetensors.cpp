@@ -70,7 +70,7 @@ std::string safetensors_dtype(at::ScalarType t) {
 }
 
 void save_safetensors(const std::filesystem::path& path, const TensorList& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, std::string* sha256) {
   Json header = Json::object();
   if (!metadata.empty()) {
     Json meta = Json::object();
@@ -97,13 +97,15 @@ void save_safetensors(const std::filesystem::path& path, const TensorList& tenso
   }
   std::string head = json::dump(header);
   while ((8 + head.size()) % 8 != 0) head += ' ';  // keep the data 8-byte aligned
-  std::string blob;
-  blob.reserve(8 + head.size() + offset);
-  uint64_t n = head.size();
-  for (int i = 0; i < 8; ++i) blob += static_cast<char>((n >> (8 * i)) & 0xFF);
-  blob += head;
-  for (const auto& c : contiguous) blob.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
-  write_file_atomic(path, blob);
+  std::string prefix;
+  const uint64_t n = head.size();
+  for (int i = 0; i < 8; ++i) prefix += static_cast<char>((n >> (8 * i)) & 0xFF);
+  prefix += head;
+  std::vector<std::string_view> parts{prefix};
+  for (const auto& c : contiguous)
+    parts.emplace_back(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  std::string hex = write_file_atomic(path, parts, sha256 != nullptr);
+  if (sha256) *sha256 = std::move(hex);
 }
 
 SafetensorsFile load_safetensors(const std::filesystem::path& path) {

@@ -17,9 +17,10 @@ namespace deepthin::storage {
 using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
 
 // Writes atomically (temporary file, fsync, rename). Tensors are written contiguous, in their
-// dtype.
+// dtype, straight from their memory; with sha256 the file's SHA-256 is computed as it is written.
 void save_safetensors(const std::filesystem::path& path, const TensorList& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      std::string* sha256 = nullptr);
 
 struct SafetensorsFile {
   TensorList tensors;

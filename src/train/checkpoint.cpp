@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <future>
+#include <map>
 #include <regex>
 
 #include "storage/model_dir.h"
@@ -155,22 +157,40 @@ fs::path write_checkpoint(const fs::path& run_dir, const CheckpointSnapshot& sna
   const TrainerState& state = snap.state;
   const fs::path final_dir = run_dir / "checkpoints" / ("step_" + std::to_string(state.step));
   AtomicDir dir(final_dir);
-  storage::write_model_files(dir.path(), snap.model, cfg);
+  // The optimizer's moments (two thirds of the bytes) are written on a second thread while this one
+  // writes the weights; both files are hashed as they are written, not read back.
+  std::map<std::string, std::string> written_sums;
+  auto optimizer_file = std::async(std::launch::async, [&] {
+    std::string sum;
+    storage::save_safetensors(dir.path() / "optimizer.safetensors", snap.optimizer, {}, &sum);
+    return sum;
+  });
+  try {
+    storage::write_model_files(dir.path(), snap.model, cfg, {}, &written_sums["model.safetensors"]);
+  } catch (...) {
+    optimizer_file.wait();
+    throw;
+  }
   if (!cfg.data.tokenizer.empty() && fs::exists(cfg.data.tokenizer)) {
     fs::path tok = cfg.data.tokenizer;
     if (fs::is_directory(tok)) tok /= "tokenizer.model";
     fs::copy_file(tok, dir.path() / "tokenizer.model", fs::copy_options::overwrite_existing);
   }
   if (fault_at("crash_in_checkpoint", state.step)) std::abort();  // test hook: die mid-write
-  if (fault_at("fail_in_checkpoint", state.step))  // test hook: a write that fails (a full disk)
+  if (fault_at("fail_in_checkpoint", state.step)) {  // test hook: a write that fails (a full disk)
+    optimizer_file.wait();
     fail_runtime("fault injection: the checkpoint write failed");
-  storage::save_safetensors(dir.path() / "optimizer.safetensors", snap.optimizer);
+  }
+  written_sums["optimizer.safetensors"] = optimizer_file.get();
   write_file_atomic(dir.path() / "trainer_state.json", json::dump(state.to_json(), 2) + "\n");
   Json sums = Json::object();
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir.path())) files.push_back(e.path());
   std::sort(files.begin(), files.end());
-  for (const auto& f : files) sums[f.filename().string()] = sha256_file(f);
+  for (const auto& f : files) {
+    const auto it = written_sums.find(f.filename().string());
+    sums[f.filename().string()] = it != written_sums.end() ? it->second : sha256_file(f);
+  }
   write_file_atomic(dir.path() / "checksums.json", json::dump(sums, 2) + "\n");
   dir.commit();
 

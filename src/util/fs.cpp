@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include <memory>
+#include <optional>
 
 #include "util/error.h"
 #include "util/strings.h"
@@ -118,21 +119,33 @@ void remove_tree(const fs::path& path) {
 }
 
 void write_file_atomic(const fs::path& path, std::string_view data) {
+  write_file_atomic(path, std::vector<std::string_view>{data}, /*sha256=*/false);
+}
+
+std::string write_file_atomic(const fs::path& path, const std::vector<std::string_view>& parts,
+                              bool sha256) {
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail_runtime("cannot write " + tmp.string() + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail_runtime("cannot write " + tmp.string() + ": " + err);
+  std::optional<Sha256> hash;
+  if (sha256) hash.emplace();
+  constexpr size_t kBlock = size_t{8} << 20;  // hashed while it is still in the cache
+  for (std::string_view data : parts) {
+    size_t done = 0;
+    while (done < data.size()) {
+      const size_t want = std::min(kBlock, data.size() - done);
+      ssize_t n = ::write(fd, data.data() + done, want);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::string err = std::strerror(errno);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        fail_runtime("cannot write " + tmp.string() + ": " + err);
+      }
+      if (hash) hash->update(data.data() + done, static_cast<size_t>(n));
+      done += static_cast<size_t>(n);
     }
-    done += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     std::string err = std::strerror(errno);
@@ -146,6 +159,7 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
     fail_runtime("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
   }
   fsync_path(path.has_parent_path() ? path.parent_path() : fs::path("."));
+  return hash ? hash->hex() : std::string();
 }
 
 AtomicDir::AtomicDir(fs::path final_path) : final_(std::move(final_path)) {

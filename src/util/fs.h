@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace deepthin {
 
@@ -20,6 +21,11 @@ namespace fs = std::filesystem;
 std::string read_file(const fs::path& path, std::string_view what = "file", uint64_t max_bytes = 0);
 // Writes `data` to path.tmp.<pid>, fsyncs it, renames it over `path`, and fsyncs the directory.
 void write_file_atomic(const fs::path& path, std::string_view data);
+// The same for data in several pieces, written in order straight from where they lie (no copy
+// into one buffer); with sha256 the pieces are hashed as they are written, and the file's SHA-256
+// (as sha256_file would give it) is returned, else "".
+std::string write_file_atomic(const fs::path& path, const std::vector<std::string_view>& parts,
+                              bool sha256);
 void fsync_path(const fs::path& path);
 
 // SHA-256 as 64 lowercase hex digits, through OpenSSL's EVP interface. sha256_file streams the file
