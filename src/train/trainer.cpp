@@ -403,7 +403,6 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
       break;
     }
   }
-  if (r.checkpoints) r.goodput.checkpoint_s += r.checkpoints->wait();  // the last one is complete
   r.goodput.capture_s = step.capture_s();
   const auto t_end = Clock::now();
   if (!result.interrupted) {
@@ -411,6 +410,9 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     evaluate_tasks(r, opts, elapsed);
   }
   r.goodput.eval_s += seconds_since(t_end);
+  // The last checkpoint was being written in the background meanwhile; the run ends when it is
+  // complete.
+  if (r.checkpoints) r.goodput.checkpoint_s += r.checkpoints->wait();
   report_goodput(r, seconds_since(t_loop), result);
   result.steps = r.state.step;
   result.tokens = r.state.tokens;
