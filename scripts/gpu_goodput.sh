@@ -63,7 +63,8 @@ if bench:
 print(f"run {tokens} tokens in {g['wall_s']:.1f} s from the first step = {tps:.0f} tokens/s; "
       f"the run's own goodput {g['goodput']:.4f}; "
       f"checkpoints {g['checkpoint_s']:.2f} s over {g['checkpoints']}, eval {g['eval_s']:.2f} s, "
-      f"data wait {g['data_wait_s']:.2f} s, capture {g['capture_s']:.2f} s, start-up {g['startup_s']:.1f} s")
+      f"data wait {g['data_wait_s']:.2f} s, capture {g['capture_s']:.2f} s, start-up {g['startup_s']:.1f} s, "
+      f"host between steps {g.get('host_gap_ms_per_step', float('nan')):.3f} ms a step")
 EOF
   stamp "stage a done"
 }

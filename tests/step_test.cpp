@@ -171,6 +171,11 @@ TEST(TrainStepLaunch, DeviceStepFollowsTheEagerStepOnCpu) {
   }
   EXPECT_GE(clipped, 2) << "the test must exercise clipping";
   EXPECT_EQ(device.opt->steps(), 5);
+  // The host's time between one step's synchronisation and the next launch: four gaps in five
+  // steps (none before the first), none counted for the eager step.
+  EXPECT_EQ(device.step->host_gaps(), 4);
+  EXPECT_GT(device.step->host_gap_s(), 0.0);
+  EXPECT_EQ(eager.step->host_gaps(), 0);
   const double diff = max_param_diff(eager, device);
   std::printf("device vs eager step after 5 steps: max |Δ weight| %.3e\n", diff);
   EXPECT_LT(diff, 1e-5);

@@ -73,6 +73,10 @@ struct Run {
     double eval_s = 0;       // validation and zero-shot tasks
     double data_wait_s = 0;  // waiting for the loader
     double capture_s = 0;    // capturing the step as a CUDA graph
+    // Device and graph launches: the host's time from a step's synchronisation to the next
+    // launch (part of the steps' time, not lost beside it), and how many such gaps.
+    double host_gap_s = 0;
+    int64_t host_gaps = 0;
   } goodput;
 
   bool rank0() const { return comm->rank() == 0; }

@@ -256,8 +256,16 @@ at::Tensor TrainStep::device_body(const std::vector<StepBatch>& micro_batches,
   return at::stack(stats);
 }
 
+void TrainStep::note_launch() {
+  if (last_sync_ == std::chrono::steady_clock::time_point{}) return;
+  host_gap_s_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - last_sync_).count();
+  ++host_gaps_;
+}
+
 StepResult TrainStep::finish_device(const at::Tensor& stats, bool stop_requested) {
   auto host = stats.to(at::kCPU);  // the step's one synchronisation
+  last_sync_ = std::chrono::steady_clock::now();
   auto a = host.accessor<double, 1>();
   StepResult r;
   r.loss = a[0];
@@ -298,6 +306,7 @@ StepResult TrainStep::run_on_device(const std::function<StepBatch()>& next_batch
       }
     }
     auto lr_t = at::full({}, lr, at::TensorOptions().dtype(at::kFloat).device(p_.device));
+    note_launch();
     auto stats = device_body(batches, lr_t);
     drop_grads();
     return finish_device(stats, stop_requested);
@@ -318,6 +327,7 @@ StepResult TrainStep::run_on_device(const std::function<StepBatch()>& next_batch
     return finish_device(stats, stop_requested);
   }
   if (!g.graph) capture_graph(inputs);
+  note_launch();
   g.graph->replay();
   return finish_device(g.stats, stop_requested);
 #else

@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -94,6 +95,11 @@ class TrainStep {
   double teacher_ms() const { return teacher_ms_; }
   // Seconds spent capturing the step as a CUDA graph (no training happens meanwhile).
   double capture_s() const { return capture_s_; }
+  // Device and graph launches: the seconds from each step's one synchronisation to the next step's
+  // launch (the GPU idles meanwhile: the trainer's bookkeeping, the next batch, its copy), summed,
+  // and how many such gaps.
+  double host_gap_s() const { return host_gap_s_; }
+  int64_t host_gaps() const { return host_gaps_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   Launch launch() const { return launch_; }
   // Tests: force a launch mode (graph needs CUDA, one process, a teacher on the student's device).
@@ -131,6 +137,10 @@ class TrainStep {
   std::vector<at::Tensor> params_;
   double teacher_ms_ = NAN;
   double capture_s_ = 0;
+  double host_gap_s_ = 0;
+  int64_t host_gaps_ = 0;
+  std::chrono::steady_clock::time_point last_sync_{};
+  void note_launch();  // adds the gap since the last synchronisation
 };
 
 }  // namespace deepthin::train

@@ -330,6 +330,7 @@ void report_goodput(Run& r, double loop_s, TrainResult& result) {
   j["eval_s"] = g.eval_s;
   j["data_wait_s"] = g.data_wait_s;
   j["capture_s"] = g.capture_s;
+  if (g.host_gaps > 0) j["host_gap_ms_per_step"] = 1e3 * g.host_gap_s / g.host_gaps;
   r.metrics->write(j);
   log::info(
       "goodput {}: {} s from the first step, of which checkpoints {} s ({} × {} s{}), "
@@ -341,6 +342,11 @@ void report_goodput(Run& r, double loop_s, TrainResult& result) {
       log::fixed(g.data_wait_s, 2));
   log::info("goodput: start-up {} s before the first step; CUDA graph capture {} s",
             log::fixed(g.startup_s, 1), log::fixed(g.capture_s, 2));
+  if (g.host_gaps > 0)
+    log::info(
+        "goodput: between a step's end and the next launch the host took {} ms a step (the "
+        "device idles meanwhile; waiting for data included)",
+        log::fixed(1e3 * g.host_gap_s / g.host_gaps, 3));
 }
 
 }  // namespace
@@ -404,6 +410,8 @@ TrainResult train(const config::Config& cfg, const TrainOptions& opts) {
     }
   }
   r.goodput.capture_s = step.capture_s();
+  r.goodput.host_gap_s = step.host_gap_s();
+  r.goodput.host_gaps = step.host_gaps();
   const auto t_end = Clock::now();
   if (!result.interrupted) {
     evaluate_run(r, result, elapsed);
