@@ -366,6 +366,48 @@ zip:
 
 }  // namespace
 
+// A sweep whose teacher has cache_k: the teacher trains, its top-k cache is written once, and the
+// distilling student reads the cache instead of running the teacher; the student without KD is as
+// before. A student distilling with another loss than forward_kl is refused when the sweep loads.
+TEST_F(KdTrainTest, SweepWritesTheTeachersCacheOnceForItsStudents) {
+  write_text(tmp_ / "kdc.yaml", R"(
+base: cfg.yaml
+seeds: [3]
+teacher: {name: big, set: {model.dim: 64, train.max_steps: 4}, cache_k: 8}
+zip:
+  names: [no-kd, kd]
+  kd.ratio: [0.0, 1.0]
+  train.max_steps: [4, 4]
+)");
+  auto r = run_cli("sweep " + (tmp_ / "kdc.yaml").string() + " --runs-root " +
+                   (tmp_ / "sweeps").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const fs::path root = tmp_ / "sweeps/kdc";
+  EXPECT_TRUE(fs::exists(root / "big_topk8/kd_cache.json")) << r.err;
+  EXPECT_NE(r.err.find("writing the teacher's top-8 cache"), std::string::npos) << r.err;
+  auto kd_log = read_text(root / "kd_s3/train.log");
+  EXPECT_NE(kd_log.find("distillation: from the top-k cache " + (root / "big_topk8").string()),
+            std::string::npos)
+      << kd_log;
+  EXPECT_EQ(kd_log.find("distillation: teacher"), std::string::npos) << kd_log;
+  auto plain_log = read_text(root / "no-kd_s3/train.log");
+  EXPECT_EQ(plain_log.find("top-k cache"), std::string::npos) << plain_log;
+
+  write_text(tmp_ / "kdjs.yaml", R"(
+base: cfg.yaml
+seeds: [3]
+teacher: {name: big, set: {model.dim: 64}, cache_k: 8}
+zip:
+  names: [kd]
+  kd.ratio: [1.0]
+  kd.loss: [js]
+)");
+  auto js = run_cli("sweep " + (tmp_ / "kdjs.yaml").string() + " --runs-root " +
+                    (tmp_ / "sweeps").string() + " --dry-run");
+  EXPECT_EQ(js.status, 2);
+  EXPECT_NE(js.err.find("run kd_s3 distills with kd.loss js"), std::string::npos) << js.err;
+}
+
 namespace {
 
 double last_train(const fs::path& metrics, const std::string& key) {

@@ -415,9 +415,11 @@ void read_eval(const Node& ev, Experiment& e) {
 void read_teacher(const Node& t, const fs::path& file, const std::vector<int64_t>& seeds,
                   Experiment& e, std::vector<std::string>& common) {
   if (t.kind != Node::Kind::map) fail_input(where(t) + ": 'teacher' must be a mapping");
-  check_keys(t, {"name", "set", "path"}, "teacher");
+  check_keys(t, {"name", "set", "path", "cache_k"}, "teacher");
   if (const Node* path = t.find("path")) {
     if (t.find("set")) fail_input(where(t) + ": a teacher has either 'path' or 'set', not both");
+    if (const Node* k = t.find("cache_k"))
+      fail_input(where(*k) + ": teacher 'cache_k' needs a teacher the sweep trains (name, set)");
     e.teacher_path = path->scalar;
     common.push_back("kd.teacher=" + path->scalar);
     return;
@@ -437,8 +439,24 @@ void read_teacher(const Node& t, const fs::path& file, const std::vector<int64_t
       sets.push_back(k + "=" + inline_yaml(*v));
     }
   }
+  if (const Node* k = t.find("cache_k")) {
+    int64_t v = 0;
+    try {
+      size_t used = 0;
+      v = std::stoll(k->scalar, &used);
+      if (used != k->scalar.size()) v = 0;
+    } catch (const std::exception&) {
+    }
+    if (v <= 0)
+      fail_input(where(*k) +
+                 ": teacher 'cache_k' must be a positive integer (tokens kept per "
+                 "position); got '" +
+                 k->scalar + "'");
+    e.teacher_cache_k = v;
+  }
   sets.push_back("train.seed=" + std::to_string(r.seed));
   sets.push_back("kd.teacher=''");
+  sets.push_back("kd.cache=''");
   try {
     r.config = config::load_config(e.base, sets);
   } catch (const Error& err) {
@@ -500,6 +518,14 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
   if (const Node* ev = root.find("eval")) read_eval(*ev, e);
   if (const Node* t = root.find("teacher")) read_teacher(*t, file, seeds, e, common);
   expand_runs(file, points, seeds, common, e);
+  if (e.teacher_cache_k > 0)
+    for (const auto& r : e.runs)
+      if (!r.is_teacher && r.config.kd.ratio > 0 &&
+          r.config.kd.loss != config::KdLossType::forward_kl)
+        fail_input(file.string() + ": run " + r.name + " distills with kd.loss " +
+                   std::string(config::kKdLosses[static_cast<int>(r.config.kd.loss)]) +
+                   ", but the teacher's cache_k makes its students distill from a top-k cache, "
+                   "from which forward_kl alone can be computed");
   return e;
 }
 

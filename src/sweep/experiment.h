@@ -23,9 +23,13 @@
 //     name: teacher
 //     set: {model.dim: 384, train.max_steps: 2000}
 //     # … or an existing one: path: runs/other/teacher
+//     cache_k: 16                        # optional, a trained teacher only: one teacher pass
 //
 // With a teacher, every other run's kd.teacher points at it (kd.ratio decides whether a run uses
-// it), and no student starts before the teacher has finished.
+// it), and no student starts before the teacher has finished. With cache_k, the sweep then writes
+// the teacher's top-k cache once (`deepthin kd cache`, into <experiment>/<teacher>_topk<k>) and
+// every student with kd.ratio > 0 distills from it (kd.cache; forward_kl) instead of running the
+// teacher; the students must share their data and train.seq_len.
 //
 // The points are budget shapes × zip entries × grid combinations; each runs once per seed. A run is
 // named after its point ("L30-d512", "shared-32L", "type-relu", joined by '_') plus "_s<seed>".
@@ -78,8 +82,9 @@ struct Experiment {
   std::filesystem::path file, base;
   std::vector<std::string> axis_keys;  // in order: budget (n_layers, dim), zip keys, grid keys
   bool has_budget = false;
-  std::string teacher_run;   // the teacher trained by the sweep (a run name), or empty
-  std::string teacher_path;  // an existing teacher, or empty
+  std::string teacher_run;      // the teacher trained by the sweep (a run name), or empty
+  std::string teacher_path;     // an existing teacher, or empty
+  int64_t teacher_cache_k = 0;  // > 0: the students distill from the teacher's top-k cache
   // eval: {tasks: [...], data: DIR}: zero-shot evaluation of every finished run (deepthin eval),
   // written to <run>/eval.json, which `deepthin report` reads. Empty tasks: none.
   std::vector<std::string> eval_tasks;

@@ -122,10 +122,16 @@ fs::path run_dir(const SweepOptions& o, const Experiment& e, const RunSpec& r) {
   return o.runs_root / e.name / r.name;
 }
 
+fs::path teacher_cache_dir(const SweepOptions& o, const Experiment& e) {
+  return o.runs_root / e.name / (e.teacher_run + "_topk" + std::to_string(e.teacher_cache_k));
+}
+
 config::Config run_config(const SweepOptions& o, const Experiment& e, const RunSpec& r) {
   config::Config c = r.config;
   if (!r.is_teacher && !e.teacher_run.empty() && c.kd.teacher.empty())
     c.kd.teacher = (o.runs_root / e.name / e.teacher_run).string();
+  if (!r.is_teacher && e.teacher_cache_k > 0 && c.kd.cache.empty() && c.kd.ratio > 0)
+    c.kd.cache = teacher_cache_dir(o, e).string();
   c.run.root = (o.runs_root / e.name).string();
   c.run.name = r.name;
   return c;
@@ -334,9 +340,37 @@ std::string record_status(const Active& a, const fs::path& dir, double wall) {
   return status;
 }
 
-// The teacher finished: the students may start, unless it did not finish, when none does.
-void release_students(SweepState& st, const RunSpec& r, const std::string& status) {
+// With the teacher's cache_k: its top-k cache, written once (kept when a sweep resumes) over the
+// data of the first student still to run, on the teacher's slot. "done" or "failed".
+std::string write_teacher_cache(const SweepState& st, const Active& a) {
+  const fs::path cache = teacher_cache_dir(st.o, st.e);
+  std::error_code ec;
+  if (st.e.teacher_cache_k <= 0 || st.todo.empty() || fs::exists(cache / "kd_cache.json", ec))
+    return "done";
+  const fs::path student = run_dir(st.o, st.e, st.e.runs[st.todo.front()]) / "run.yaml";
+  const fs::path log_file = st.o.runs_root / st.e.name / (cache.filename().string() + ".log");
+  log::info("writing the teacher's top-{} cache {} (log: {})", st.e.teacher_cache_k, cache.string(),
+            log_file.string());
+  std::vector<std::pair<std::string, std::string>> env;
+  if (!st.slots[a.slot].empty())
+    env.emplace_back("CUDA_VISIBLE_DEVICES", gpu_list(st.slots[a.slot]));
+  const pid_t pid = spawn(st.binary,
+                          {"kd", "cache", student.string(), "--k",
+                           std::to_string(st.e.teacher_cache_k), "--out", cache.string()},
+                          env, log_file);
+  int est = 0;
+  while (::waitpid(pid, &est, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(est) && WEXITSTATUS(est) == 0) return "done";
+  log::warn("the teacher's top-k cache could not be written (see {})", log_file.string());
+  return "failed";
+}
+
+// The teacher finished: the students may start, unless it did not finish (or its cache could not
+// be written), when none does.
+void release_students(SweepState& st, const Active& a, const RunSpec& r, std::string status) {
   st.hold = false;
+  if (status == "done") status = write_teacher_cache(st, a);
   if (status == "done") return;
   log::warn("the teacher run {} did not finish ({}): its {} students are not started", r.name,
             status, st.todo.size());
@@ -371,7 +405,7 @@ void finish(SweepState& st, Active& a) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - a.start).count();
   const std::string status = record_status(a, dir, wall);
   st.busy[a.slot] = false;
-  if (a.run == st.teacher_index) release_students(st, r, status);
+  if (a.run == st.teacher_index) release_students(st, a, r, status);
   if (status == "done" && !st.e.eval_tasks.empty() && !g_stop) evaluate_run(st, a, r, dir);
   if (status == "done") {
     ++st.sum.done;
