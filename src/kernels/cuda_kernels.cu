@@ -599,6 +599,18 @@ __device__ __forceinline__ void block_sum2(float& x, float& y, float2* red) {
   }
 }
 
+// f(c, a, b) for each of this thread's runs of VEC columns c… of a row of zs (a) and zt (b), in
+// fp32.
+template <int VEC, typename T, typename F>
+__device__ __forceinline__ void over_row(const T* zs, const T* zt, int64_t V, F&& f) {
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
+    float a[VEC], b[VEC];
+    load<VEC>(zs + c, a);
+    load<VEC>(zt + c, b);
+    f(c, a, b);
+  }
+}
+
 // A row's scalars after the first pass (LOSS as below).
 struct KdRow {
   float lse_z, lse_u, lse_w;  // log-sum-exps of zs, u = zs/T and w = zt/T
@@ -614,10 +626,7 @@ __device__ __forceinline__ KdRow kd_first_pass(const T* zs, const T* zt, int64_t
   __shared__ KdRow row_shared;
   const bool same = inv_T == 1.f;  // the CE's softmax is p itself
   Soft sc{-INFINITY, 0.f, 0.f, 0.f}, su = sc, sw = sc;
-  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
-    float a[VEC], b[VEC];
-    load<VEC>(zs + c, a);
-    load<VEC>(zt + c, b);
+  over_row<VEC>(zs, zt, V, [&](int64_t, const float(&a)[VEC], const float(&b)[VEC]) {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       const float u = a[i] * inv_T, w = b[i] * inv_T;
@@ -625,7 +634,7 @@ __device__ __forceinline__ KdRow kd_first_pass(const T* zs, const T* zt, int64_t
       add(su, u, u - w, 0.f);
       add(sw, w, u, w);
     }
-  }
+  });
   sc = shfl_combine(sc);
   su = shfl_combine(su);
   sw = shfl_combine(sw);
@@ -663,10 +672,7 @@ __device__ __forceinline__ float2 js_sums(const T* zs, const T* zt, int64_t V, f
                                           const KdRow& r) {
   __shared__ float2 red[kKdThreads / 32];
   float sa = 0.f, sb = 0.f;
-  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
-    float a[VEC], b[VEC];
-    load<VEC>(zs + c, a);
-    load<VEC>(zt + c, b);
+  over_row<VEC>(zs, zt, V, [&](int64_t, const float(&a)[VEC], const float(&b)[VEC]) {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       const float s = a[i] * inv_T - r.lse_u, t = b[i] * inv_T - r.lse_w;
@@ -675,7 +681,7 @@ __device__ __forceinline__ float2 js_sums(const T* zs, const T* zt, int64_t V, f
       sa += pt * (t - lm);
       sb += p * (s - lm);
     }
-  }
+  });
   block_sum2(sa, sb, red);
   return make_float2(sa, sb);
 }
@@ -711,10 +717,8 @@ __global__ void __launch_bounds__(kKdThreads)
   const bool same = inv_T == 1.f;
   const float scale = valid ? *inv_count : 0.f;
   const float k_ce = c_ce * scale, k_kd = c_kd * scale;
-  for (int64_t c = static_cast<int64_t>(threadIdx.x) * VEC; c < V; c += kKdThreads * VEC) {
-    float a[VEC], b[VEC];
-    load<VEC>(zs + c, a);
-    load<VEC>(zt + c, b);
+  over_row<VEC>(zs, zt, V, [&](int64_t c, const float(&a)[VEC], const float(&b)[VEC]) {
+    float g[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       const float s = a[i] * inv_T - r.lse_u, tt = b[i] * inv_T - r.lse_w;
@@ -726,10 +730,10 @@ __global__ void __launch_bounds__(kKdThreads)
       if (LOSS == 1) d_u = p * (s - tt - r.kl_pt);
       if (LOSS == 2) d_u = 0.5f * ((p - pt) + p * (s - tt - r.kl_pt));
       if (LOSS == 3) d_u = 0.5f * p * (s - logf(fmaxf(0.5f * (p + pt), 1e-30f)) - js_b);
-      a[i] = k_ce * d_ce + k_kd * d_u;
+      g[i] = k_ce * d_ce + k_kd * d_u;
     }
-    store<VEC>(zs + c, a);
-  }
+    store<VEC>(zs + c, g);
+  });
 }
 
 unsigned blocks_for(int64_t n, int threads) {

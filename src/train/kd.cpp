@@ -81,6 +81,34 @@ ChunkGrads chunk_by_autograd(const ChunkInputs& c) {
   return {grads[0], grads[1], ce.detach(), kd.detach()};
 }
 
+// What both autograd functions keep and return: the chunks' gradients for the backward (scaled
+// there by the incoming gradient), and the loss (1 − ratio)·CE + ratio·T²·KD with its parts.
+torch::autograd::variable_list save_and_mix(torch::autograd::AutogradContext* ctx,
+                                            const at::Tensor& grad_h, const at::Tensor& grad_w,
+                                            const at::Tensor& weight, const at::Tensor& ce_sum,
+                                            const at::Tensor& kd_sum, const at::Tensor& count,
+                                            double temperature, double ratio) {
+  ctx->saved_data["grad_h"] = grad_h;
+  ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
+  auto ce_mean = ce_sum / count, kd_mean = kd_sum / count;
+  auto total = (1.0 - ratio) * ce_mean + ratio * temperature * temperature * kd_mean;
+  ctx->mark_non_differentiable({ce_mean, kd_mean});
+  return {total, ce_mean, kd_mean};
+}
+
+// The backward of both: the saved gradients times the loss's incoming gradient, nothing for the
+// other `inputs` − 2 arguments.
+torch::autograd::variable_list saved_grads(torch::autograd::AutogradContext* ctx,
+                                           const torch::autograd::variable_list& grad_out,
+                                           size_t inputs) {
+  auto gh = ctx->saved_data["grad_h"].toTensor();
+  auto scale = grad_out[0].defined() ? grad_out[0].to(at::kFloat) : at::zeros({}, gh.options());
+  torch::autograd::variable_list out(inputs);
+  out[0] = gh * scale;
+  out[1] = ctx->saved_data["grad_w"].toTensor() * scale;
+  return out;
+}
+
 class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
  public:
   static torch::autograd::variable_list forward(
@@ -148,24 +176,12 @@ class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
         kd_sum += g.kd;
       }
     }
-    ctx->saved_data["grad_h"] = grad_h;
-    ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
-    auto ce_mean = ce_sum / count, kd_mean = kd_sum / count;
-    const double T2 = temperature * temperature;
-    auto total = (1.0 - ratio) * ce_mean + ratio * T2 * kd_mean;
-    ctx->mark_non_differentiable({ce_mean, kd_mean});
-    return {total, ce_mean, kd_mean};
+    return save_and_mix(ctx, grad_h, grad_w, weight, ce_sum, kd_sum, count, temperature, ratio);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto scale = grad_out[0].defined()
-                     ? grad_out[0].to(at::kFloat)
-                     : at::zeros({}, ctx->saved_data["grad_h"].toTensor().options());
-    auto gh = ctx->saved_data["grad_h"].toTensor() * scale;
-    auto gw = ctx->saved_data["grad_w"].toTensor() * scale;
-    return {gh,           gw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return saved_grads(ctx, grad_out, 12);
   }
 };
 
@@ -219,27 +235,12 @@ class ChunkedKdTopK : public torch::autograd::Function<ChunkedKdTopK> {
       ce_sum += g.ce;
       kd_sum += g.kd;
     }
-    ctx->saved_data["grad_h"] = grad_h;
-    ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
-    auto ce_mean = ce_sum / count, kd_mean = kd_sum / count;
-    auto total = (1.0 - ratio) * ce_mean + ratio * temperature * temperature * kd_mean;
-    ctx->mark_non_differentiable({ce_mean, kd_mean});
-    return {total, ce_mean, kd_mean};
+    return save_and_mix(ctx, grad_h, grad_w, weight, ce_sum, kd_sum, count, temperature, ratio);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto scale = grad_out[0].to(at::kFloat);
-    return {ctx->saved_data["grad_h"].toTensor() * scale,
-            ctx->saved_data["grad_w"].toTensor() * scale,
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor()};
+    return saved_grads(ctx, grad_out, 10);
   }
 };
 

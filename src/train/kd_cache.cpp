@@ -192,7 +192,9 @@ KdCacheStats write_kd_cache(const config::Config& cfg, const fs::path& out, int6
   return st;
 }
 
-KdCache::KdCache(const fs::path& dir, const config::Config& cfg) : dir_(dir) {
+KdCache::KdCache(const fs::path& dir, const config::Config& cfg,
+                 const std::vector<std::shared_ptr<data::TokenDataset>>& train)
+    : dir_(dir) {
   const Json m = read_manifest(dir);
   const std::string where = (dir / "kd_cache.json").string();
   k_ = json::as_int(json::at(m, "k", where));
@@ -216,7 +218,7 @@ KdCache::KdCache(const fs::path& dir, const config::Config& cfg) : dir_(dir) {
     const Json& c = cached[i];
     const std::string name = json::as_string(json::at(c, "name", where));
     const std::string label = sources[i].name.empty() ? "data.path" : "source " + sources[i].name;
-    auto ds = data::TokenDataset::open(sources[i].path, "train");
+    const auto& ds = train.at(i);
     const int64_t windows = json::as_int(json::at(c, "windows", where));
     const int64_t tokens = json::as_int(json::at(c, "tokens", where));
     if (name != sources[i].name || windows != ds->num_windows(seq_len_) ||

@@ -19,10 +19,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "data/shard.h"
 
 namespace deepthin::train {
 
@@ -52,8 +54,10 @@ struct KdCacheRows {
 class KdCache {
  public:
   // Opens kd.cache and checks it against the run: seq_len, vocabulary, and each source's name,
-  // windows and tokens (input errors name what differs).
-  KdCache(const std::filesystem::path& dir, const config::Config& cfg);
+  // windows and tokens (input errors name what differs). `train`: the run's training datasets,
+  // one a source, in the config's order (already open).
+  KdCache(const std::filesystem::path& dir, const config::Config& cfg,
+          const std::vector<std::shared_ptr<data::TokenDataset>>& train);
   ~KdCache();
   KdCache(const KdCache&) = delete;
   KdCache& operator=(const KdCache&) = delete;

@@ -167,7 +167,9 @@ void build_model(Run& r) {
 void attach_teacher(Run& r) {
   const config::Config& cfg = *r.cfg;
   if (!cfg.kd.cache.empty()) {
-    r.kd_cache = std::make_unique<KdCache>(cfg.kd.cache, cfg);
+    std::vector<std::shared_ptr<data::TokenDataset>> train;
+    for (const auto& s : r.sources) train.push_back(s.train);
+    r.kd_cache = std::make_unique<KdCache>(cfg.kd.cache, cfg, train);
     log::info("distillation: from the top-k cache {}, forward_kl at temperature {}, ratio {}{}",
               r.kd_cache->describe(), cfg.kd.temperature, cfg.kd.ratio,
               cfg.kd.teacher.empty() ? "" : " (kd.teacher is not loaded)");
