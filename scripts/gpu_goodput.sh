@@ -10,7 +10,8 @@
 #           carried in .whl; .whl/alt holds an older `datasets` for an older pyarrow) on a 125M
 #           trained for 200 steps.
 # STEPS and EVAL_EVERY shorten stage a's run (default 2000 and 1000, as the issue asks);
-# SKIP_BENCH=1 leaves the bench out (then only the run's own goodput is printed).
+# SKIP_BENCH=1 leaves the bench out (then only the run's own goodput is printed); BENCH_AFTER=0 only
+# the one after the run. DATA_MB and DATA_THREADS size the data stage (default 100 and 1,4,8,16).
 # Carry: .carry (corpus.jsonl.gz, tokenizer-4096.model) and, for lmeval, .whl. Results in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ stage_a() {
   stamp "train exit $?"
   grep -E "goodput|checkpoint step|captured|page-locked" $W/runs/goodput/train.log | tail -16
   # The same bench right after the run, over 100 steps: a warm GPU's clocks against a cool one's.
-  [ -z "${SKIP_BENCH:-}" ] && $D bench $C125 --set train.device=cuda --set train.micro_batch_size=16 \
+  [ -z "${SKIP_BENCH:-}" ] && [ "${BENCH_AFTER:-1}" = 1 ] && $D bench $C125 --set train.device=cuda --set train.micro_batch_size=16 \
     --step-only --steps 100 > "$OUT/bench_after.json" 2> "$OUT/bench_after.err" &&
     python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(f"bench after the run (100 steps): {b[\"step_ms\"]:.1f} ms a step, {b[\"tokens_per_s\"]:.0f} tokens/s")' "$OUT/bench_after.json"
   cp $W/runs/goodput/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null
@@ -72,7 +73,7 @@ EOF
 stage_data() {
   zcat .carry/corpus.jsonl.gz > $W/corpus.jsonl
   timeout 240 python3 scripts/bench/prepare_speed.py --deepthin $D --tokenizer .carry/tokenizer-4096.model \
-    --input $W/corpus.jsonl --mb 100 --threads 1,4,8,16 > "$OUT/prepare_speed.txt" 2>&1
+    --input $W/corpus.jsonl --mb ${DATA_MB:-100} --threads ${DATA_THREADS:-1,4,8,16} > "$OUT/prepare_speed.txt" 2>&1
   cat "$OUT/prepare_speed.txt"
   stamp "prepare speed done"
 }

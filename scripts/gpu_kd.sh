@@ -91,7 +91,7 @@ stage_tiny() {
   [ -f .carry/corpus.jsonl.gz ] || { echo "tiny: needs .carry/corpus.jsonl.gz"; return 1; }
   local T=configs/pretrain/tiny.yaml R=$W/tiny
   [ -f $W/tshards/manifest.json ] || {
-    zcat .carry/corpus.jsonl.gz > $W/corpus.jsonl
+    zcat .carry/corpus.jsonl.gz | head -n ${TINY_DOCS:-3500} > $W/corpus.jsonl  # about half: ~1.3 epochs of the teacher
     $D data prepare --tokenizer .carry/tokenizer-4096.model --input $W/corpus.jsonl --out $W/tshards \
       --val-fraction 0.01 --threads 16 2>&1 | tail -1
   }
@@ -101,13 +101,14 @@ stage_tiny() {
   # The teacher of experiments/kd_tiny.yaml: 16 × 384, 2,000 steps.
   $D train $T "${base[@]}" --set run.name=teacher --set model.n_layers=16 --set model.dim=384 \
     --set model.n_heads=6 --set model.n_kv_heads=2 --set model.head_dim=64 \
-    --set model.ffn.hidden_dim=1024 --set train.max_steps=2000 --set eval.every=500 \
+    --set model.ffn.hidden_dim=1024 --set train.max_steps=2000 --set eval.every=1000 \
     > "$OUT/tiny_teacher.json" 2> "$OUT/tiny_teacher.err" || { tail -5 "$OUT/tiny_teacher.err"; return 1; }
+  cp $R/teacher/metrics.jsonl "$OUT/tiny_teacher.metrics.jsonl"
   local t0=$(date +%s.%N)
   $D kd cache $T "${base[@]}" --set kd.teacher=$R/teacher --k 16 --batch 64 --out $R/cache16 2>&1 | tail -1
   echo "tiny cache (k 16): $(du -sb $R/cache16 | cut -f1) bytes, $(python3 -c "import time; print(f'{time.time()-$t0:.1f}')") s (process)"
   local name kd
-  for name in no-kd kd-full kd-cache16; do
+  for name in kd-full kd-cache16 no-kd; do
     case $name in
       no-kd) kd=(--set kd.ratio=0) ;;
       kd-full) kd=(--set kd.ratio=1 --set kd.teacher=$R/teacher) ;;
@@ -117,7 +118,6 @@ stage_tiny() {
       --set eval.every=250 > "$OUT/tiny_$name.json" 2> "$OUT/tiny_$name.err" || tail -5 "$OUT/tiny_$name.err"
     cp $R/$name/metrics.jsonl "$OUT/tiny_$name.metrics.jsonl" 2>/dev/null
   done
-  cp $R/teacher/metrics.jsonl "$OUT/tiny_teacher.metrics.jsonl" 2>/dev/null
   python3 - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]
