@@ -101,7 +101,7 @@ stage_tiny() {
   # The teacher of experiments/kd_tiny.yaml: 16 × 384, 2,000 steps.
   $D train $T "${base[@]}" --set run.name=teacher --set model.n_layers=16 --set model.dim=384 \
     --set model.n_heads=6 --set model.n_kv_heads=2 --set model.head_dim=64 \
-    --set model.ffn.hidden_dim=1024 --set train.max_steps=2000 --set eval.every=1000 \
+    --set model.ffn.hidden_dim=1024 --set train.max_steps=${TINY_TEACHER_STEPS:-2000} --set eval.every=1000 \
     > "$OUT/tiny_teacher.json" 2> "$OUT/tiny_teacher.err" || { tail -5 "$OUT/tiny_teacher.err"; return 1; }
   cp $R/teacher/metrics.jsonl "$OUT/tiny_teacher.metrics.jsonl"
   local t0=$(date +%s.%N)

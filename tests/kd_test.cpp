@@ -270,6 +270,41 @@ TEST(Distillation, TopKWithEveryTokenIsTheFullLogitForwardKl) {
   EXPECT_NE(msg.find("forward_kl only"), std::string::npos) << msg;
 }
 
+// With k < V the cache loss is the forward KL over the teacher's k tokens plus its remaining mass
+// as one outcome: a student that already predicts the teacher's distribution has nothing to learn
+// (zero gradient; the loss is the teacher's entropy over those k + 1 outcomes). Renormalising the
+// k probabilities instead would push the student's mass off every other token, and its CE on the
+// true next tokens up.
+TEST(Distillation, TopKLossKeepsTheTeachersRemainingMass) {
+  const int64_t N = 23, V = 64, D = 16, k = 5;
+  auto h = randn({N, D}, 61), w = randn({V, D}, 62) * 0.3;  // flat enough: the tail holds mass
+  auto targets = at::randint(V, {N}, at::detail::createCPUGenerator(63), at::kLong);
+  auto logp = at::log_softmax(at::matmul(h, w.t()), 1);
+  auto top = at::topk(logp, k, 1);
+  const auto& lq = std::get<0>(top);
+  auto q = lq.exp();
+  auto rest = 1 - q.sum(1);
+  ASSERT_GT(rest.min().item<double>(), 0.2);
+  train::KdLossOptions o;
+  o.ratio = 1.0;
+  o.chunk_rows = 7;
+  auto hr = h.clone().requires_grad_(true), wr = w.clone().requires_grad_(true);
+  auto parts = train::distillation_loss_topk(hr, wr, std::get<1>(top), lq, targets, o);
+  parts.total.backward();
+  const double entropy = (-(q * lq).sum(1) - rest * rest.log()).mean().item<double>();
+  EXPECT_NEAR(parts.kd.item<double>(), entropy, 1e-5 * entropy);
+  EXPECT_LT(hr.grad().abs().max().item<double>(), 1e-6);
+  EXPECT_LT(wr.grad().abs().max().item<double>(), 1e-6);
+  // Another student is pulled towards the teacher: one small step lowers the KD term.
+  auto h2 = (h + 0.3 * randn({N, D}, 64)).requires_grad_(true);
+  auto before = train::distillation_loss_topk(h2, w, std::get<1>(top), lq, targets, o);
+  before.total.backward();
+  EXPECT_GT(h2.grad().abs().max().item<double>(), 1e-4);
+  auto after = train::distillation_loss_topk(h2.detach() - 0.5 * h2.grad(), w, std::get<1>(top), lq,
+                                             targets, o);
+  EXPECT_LT(after.kd.item<double>(), before.kd.item<double>());
+}
+
 class KdTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {

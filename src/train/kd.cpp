@@ -185,8 +185,14 @@ class ChunkedKd : public torch::autograd::Function<ChunkedKd> {
   }
 };
 
-// One chunk against the teacher's top-k: CE ∂/∂z = softmax(z) − onehot; forward KL over the k
-// tokens, q = softmax(logp / T): row −Σ q·s[ids], ∂/∂u = p − scatter(q).
+// One chunk against the teacher's top-k. The teacher's distribution is known on its k tokens
+// (log-probabilities `logp` at T = 1) and as one remaining mass r = 1 − Σ exp(logp) on the other
+// V − k; the loss is the forward KL over those k + 1 outcomes: −Σ q_i·s_i − q_tail·log P_tail, with
+// s = log_softmax(z / T) and P_tail the student's mass outside the k tokens. At T ≠ 1 the tail's
+// tempered mass is taken as if r were spread evenly over its V − k tokens. Gradient over u = z / T:
+// p − scatter(q) − q_tail·p·[not in k] / P_tail, i.e. p − q̃ with the teacher's tail mass spread
+// as the student spreads its own. (Renormalising q over the k tokens instead teaches the student to
+// put no mass outside them: its CE on the true next token then grows without bound.)
 ChunkGrads chunk_topk(const at::Tensor& h, const at::Tensor& w, const at::Tensor& ids,
                       const at::Tensor& logp, const at::Tensor& targets, const at::Tensor& mask,
                       const at::Tensor& count, double T, double ratio, at::ScalarType dtype) {
@@ -197,10 +203,20 @@ ChunkGrads chunk_topk(const at::Tensor& h, const at::Tensor& w, const at::Tensor
   auto ce_rows = lse.squeeze(1) - z.gather(1, t).squeeze(1);
   auto d_ce = (z - lse).exp_();
   d_ce.scatter_add_(1, t, at::full({z.size(0), 1}, -1.0, z.options()));
+  const int64_t rest = z.size(1) - ids.size(1);  // tokens outside the teacher's k
+  auto lq = logp.to(at::kFloat);
+  auto tail_t = (1.0 - lq.exp().sum(1, /*keepdim=*/true)).clamp_min(0.0);
+  if (rest == 0) tail_t.zero_();
+  else if (T != 1.0) tail_t = static_cast<double>(rest) * (tail_t / static_cast<double>(rest)).pow(1.0 / T);
+  auto e = (lq / T).exp();
+  auto norm = e.sum(1, /*keepdim=*/true) + tail_t;
+  auto q = e / norm, q_tail = tail_t / norm;
   auto s = at::log_softmax(z / T, 1);
-  auto q = at::softmax(logp.to(at::kFloat) / T, 1);
-  auto kd_rows = -(q * s.gather(1, ids)).sum(1);
-  auto d_u = s.exp_().scatter_add_(1, ids, -q);
+  auto p = s.exp();
+  auto p_out = p.clone().scatter_(1, ids, 0.0);  // the student's mass outside the k tokens
+  auto p_tail = p_out.sum(1, /*keepdim=*/true).clamp_min(1e-30);
+  auto kd_rows = -(q * s.gather(1, ids)).sum(1) - (q_tail * p_tail.log()).squeeze(1);
+  auto d_u = p.sub_(p_out.mul_(q_tail / p_tail)).scatter_add_(1, ids, -q);
   auto m = mask.unsqueeze(1);
   auto dz = (((1.0 - ratio) * d_ce + (ratio * T) * d_u) * (m / count)).to(dtype);
   return {at::matmul(dz, wc).to(h.scalar_type()), at::matmul(dz.t(), hc).to(at::kFloat),
