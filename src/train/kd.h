@@ -46,9 +46,10 @@ KdLossParts distillation_loss(const at::Tensor& student_hidden, const at::Tensor
 
 // The same from a teacher's top-k log-probabilities (kd.cache): teacher_ids [N, k] int64 and
 // teacher_logp [N, k] (log-probabilities at temperature 1) instead of its hidden states and head.
-// The teacher's distribution at temperature T is taken over its k tokens, softmax(logp / T) there
-// (the tail's mass shared among them in proportion); forward_kl only. The gradients come in closed
-// form, chunk by chunk, on any device; with k = V it is the full-logit forward_kl.
+// The loss is forward_kl over the teacher's k tokens plus one outcome for its remaining mass
+// 1 − Σ exp(logp) (at T ≠ 1 taken as spread evenly over the other V − k tokens); forward_kl only.
+// The gradients come in closed form, chunk by chunk, on any device; with k = V it is the full-logit
+// forward_kl.
 KdLossParts distillation_loss_topk(const at::Tensor& student_hidden,
                                    const at::Tensor& student_weight, const at::Tensor& teacher_ids,
                                    const at::Tensor& teacher_logp, const at::Tensor& targets,
