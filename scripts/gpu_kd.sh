@@ -20,10 +20,16 @@ mkdir -p "$OUT" $W
 ensure_built "$OUT/setup.log"
 D=build/deepthin
 C125=configs/pretrain/mobilellm-125m.yaml
+# init_teachers SIZE...: random-weight teachers of the published shapes in $W/t<SIZE>, once.
+init_teachers() {
+  local t
+  for t in "$@"; do
+    [ -d $W/t$t ] || $D init configs/pretrain/mobilellm-$t.yaml --out $W/t$t > /dev/null || return 1
+  done
+}
+
 stage_table() {
-for t in 350m 1b; do
-  [ -d $W/t$t ] || $D init configs/pretrain/mobilellm-$t.yaml --out $W/t$t > /dev/null || exit 1
-done
+init_teachers 350m 1b || return 1
 run() {  # NAME MICRO_BATCH [TEACHER]
   local kd=()
   [ -n "${3:-}" ] && kd=(--set kd.teacher=$W/t$3)
@@ -63,9 +69,7 @@ EOF
 # teacher itself (tokens/s from each run's log).
 stage_cache() {
   [ -f .carry/corpus.jsonl.gz ] || { echo "cache: needs .carry/corpus.jsonl.gz"; return 1; }
-  for t in 350m; do
-    [ -d $W/t$t ] || $D init configs/pretrain/mobilellm-$t.yaml --out $W/t$t > /dev/null || return 1
-  done
+  init_teachers 350m || return 1
   [ -d $W/shards ] || {
     zcat .carry/corpus.jsonl.gz | head -c 5000000 | head -n -1 > $W/slice.jsonl
     $D data prepare --tokenizer .carry/tokenizer-4096.model --input $W/slice.jsonl --out $W/shards \

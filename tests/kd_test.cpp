@@ -197,8 +197,10 @@ TEST(Distillation, GpuKernelLossEqualsCpuReference) {
           o.chunk_rows = 16;
           o.compute_dtype = dtype;
           o.closed_form = gpu == 1;
-          // detach(): on the CPU .to() returns h itself, whose requires_grad would stick to the GPU pass.
-          auto hr = h.detach().to(dev).requires_grad_(true), wr = w.detach().to(dev).requires_grad_(true);
+          // detach(): on the CPU .to() returns h itself, whose requires_grad would stick to the GPU
+          // pass.
+          auto hr = h.detach().to(dev).requires_grad_(true),
+               wr = w.detach().to(dev).requires_grad_(true);
           auto parts = train::distillation_loss(hr, wr, ht.to(dev), wt.to(dev), targets.to(dev), o);
           parts.total.backward();
           loss[gpu] = parts.total.detach().cpu();

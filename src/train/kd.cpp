@@ -206,8 +206,10 @@ ChunkGrads chunk_topk(const at::Tensor& h, const at::Tensor& w, const at::Tensor
   const int64_t rest = z.size(1) - ids.size(1);  // tokens outside the teacher's k
   auto lq = logp.to(at::kFloat);
   auto tail_t = (1.0 - lq.exp().sum(1, /*keepdim=*/true)).clamp_min(0.0);
-  if (rest == 0) tail_t.zero_();
-  else if (T != 1.0) tail_t = static_cast<double>(rest) * (tail_t / static_cast<double>(rest)).pow(1.0 / T);
+  if (rest == 0)  // every token is cached: what is left is fp16 rounding
+    tail_t.zero_();
+  else  // spread evenly over the rest, then tempered
+    tail_t = static_cast<double>(rest) * (tail_t / static_cast<double>(rest)).pow(1.0 / T);
   auto e = (lq / T).exp();
   auto norm = e.sum(1, /*keepdim=*/true) + tail_t;
   auto q = e / norm, q_tail = tail_t / norm;
